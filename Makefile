@@ -1,0 +1,53 @@
+# Thin wrapper around CMake. The two commands a new user needs:
+#   make demo    build and run a local RPC system on 127.0.0.1 (Ctrl-C to stop)
+#   make check   build and run the whole test suite (plain, ASan+UBSan, aarch64 under qemu, fuzz smoke)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+
+.PHONY: all build demo check test test-asan test-cross test-fuzz fuzz format clean
+
+all: build
+
+build:
+	@scripts/deps.sh build
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	$(CMAKE) --build build -j $(JOBS)
+
+demo: build
+	scripts/demo.sh build/tvmrpc
+
+test: build
+	cd build && ctest --output-on-failure -j $(JOBS)
+
+test-asan:
+	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTVMRPC_SANITIZE=ON >/dev/null
+	$(CMAKE) --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS)
+
+test-cross:
+	scripts/cross-check.sh
+
+test-fuzz:
+	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF >/dev/null
+	$(CMAKE) --build build-fuzz -j $(JOBS)
+	cd build-fuzz && ctest --output-on-failure -L fuzz
+
+check:
+	@scripts/deps.sh check cross
+	$(MAKE) test
+	$(MAKE) test-asan
+	$(MAKE) test-cross
+	$(MAKE) test-fuzz
+	@echo "make check: all suites passed"
+
+fuzz:
+	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF >/dev/null
+	$(CMAKE) --build build-fuzz -j $(JOBS)
+	scripts/fuzz.sh build-fuzz $${FUZZ_SECONDS:-300}
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-fuzz build-aarch64 build-armhf build-riscv64
