@@ -3,8 +3,13 @@
  *
  * File events: at most one read and one write callback per fd; callbacks may
  * add or delete any event, including their own, and may close fds (delete
- * first). Timers: callback returns the next delay in ms, or EV_NOMORE to
- * be deleted. A deleted timer's memory is released by the loop. */
+ * first; an fd must be ev_del'd before close). When one fn+data is
+ * registered for both directions and both are ready it is called once with
+ * EV_READ|EV_WRITE. Errors and hangups are delivered to every registered
+ * direction. Timers: callback returns the next delay in ms, or a negative
+ * value (EV_NOMORE) to be deleted; the loop frees deleted timers, so a timer
+ * pointer must not be used after that. ev_run/ev_run_once/ev_free must not
+ * be called from callbacks; ev_stop is not async-signal-safe (use sig.h). */
 #ifndef TVMRPC_EV_H
 #define TVMRPC_EV_H
 
@@ -46,7 +51,8 @@ void ev_timer_del(ev_loop_t *loop, ev_timer_t *t);
 
 /* Process events until ev_stop. Returns 0, or -1 if the backend fails. */
 int ev_run(ev_loop_t *loop);
-/* Process ready events once, waiting at most timeout_ms (-1 = until something happens). */
+/* Process ready events once, waiting at most timeout_ms (-1 = until something
+ * happens). Returns the number of callbacks run, or -1. */
 int ev_run_once(ev_loop_t *loop, int timeout_ms);
 void ev_stop(ev_loop_t *loop);
 
