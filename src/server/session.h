@@ -1,0 +1,48 @@
+/* session: serve one RPC session on a connected socket, after the handshake
+ * (PROTOCOL.md §4). Runs in the forked worker (or inline with --no-fork),
+ * with blocking I/O: it is the only thing that process does. */
+#ifndef TVMRPC_SESSION_H
+#define TVMRPC_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "rpc/rpc.h"
+#include "server/workspace.h"
+
+typedef struct session_config {
+    const char *work_dir; /* parent of per-session workspaces; NULL = $TMPDIR or /tmp */
+    uint64_t max_packet;  /* largest packet accepted, bytes */
+    int idle_timeout_ms;  /* wait for the next packet at most this long (-1 = forever) */
+} session_config_t;
+
+typedef struct session session_t;
+
+/* A global function. Arguments borrow from the request packet; results
+ * that point to memory (strings, bytes) must stay valid until the reply is
+ * sent: use session_scratch() for them. Return 0, or -1 with a message
+ * "<Kind>: <text>" in err, which becomes the kException text. */
+typedef int rpc_fn(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret, char *err,
+                   size_t errlen);
+
+typedef struct rpc_global {
+    const char *name;
+    rpc_fn *fn;
+} rpc_global_t;
+
+/* The table of global functions this server answers (globals.c). */
+const rpc_global_t *globals_find(const char *name, size_t len);
+
+void session_config_defaults(session_config_t *cfg);
+/* Serve until kShutdown / EOF. 0 for a clean end, -1 on a protocol or I/O
+ * error (logged). */
+int session_serve(int fd, const char *peer, const session_config_t *cfg);
+
+/* For global functions. */
+const ws_t *session_workspace(const session_t *s);
+buf_t *session_scratch(session_t *s);
+/* Validate that [p, p+n) lies in one allocation this session made. */
+int session_check_range(const session_t *s, uint64_t p, uint64_t n);
+
+#endif
