@@ -54,7 +54,8 @@ typedef struct json_limits {
 } json_limits_t;
 
 /* Parse exactly one JSON value (surrounding whitespace allowed, nothing else).
- * Returns NULL on error with a message in err (never NULL-terminated beyond errlen). */
+ * Returns NULL on error with a NUL-terminated message in err (err may be NULL
+ * when errlen is 0). Keys containing NUL are refused. */
 json_t *json_parse(const char *text, size_t len, const json_limits_t *lim, char *err,
                    size_t errlen);
 void json_free(json_t *v);
@@ -82,12 +83,15 @@ static inline int json_is(const json_t *v, json_type_t t)
 {
     return v && v->type == t;
 }
-/* Integer value of an int, or of a double with an integral value in range. -1 if neither. */
+/* Integer value of an int, or of a double with an integral value in range:
+ * 0 (out may be NULL), or -1 if neither. */
 int json_get_int(const json_t *v, int64_t *out);
 /* String contents or NULL. */
 const char *json_get_string(const json_t *v);
 
-/* Serialize like Python json.dumps(v). Returns -1 on OOM / buf cap. */
+/* Serialize like Python json.dumps(v). Exceptions: integers beyond int64 are
+ * doubles, invalid UTF-8 bytes are escaped as \u00XX. Returns -1 on OOM /
+ * buf cap, with nothing appended to out. */
 int json_dump(const json_t *v, buf_t *out);
 /* Convenience: heap string, caller frees. */
 char *json_dumps(const json_t *v);

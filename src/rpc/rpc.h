@@ -121,6 +121,7 @@ typedef struct rpc_codec {
 } rpc_codec_t;
 
 extern const rpc_codec_t rpc_codec_classic;
+extern const rpc_codec_t rpc_codec_ffi;
 
 /* Packet header helpers: u64 nbytes (excluding itself) + i32 code. */
 #define RPC_PACKET_HEADER 12
