@@ -292,7 +292,8 @@ int net_read_full(int fd, void *p, size_t n, int timeout_ms, int *eof, char *err
     if (eof)
         *eof = 0;
     while (got < n) {
-        ssize_t r = recv(fd, (char *)p + got, n - got, 0);
+        /* MSG_DONTWAIT: the deadline must hold on blocking sockets too. */
+        ssize_t r = recv(fd, (char *)p + got, n - got, MSG_DONTWAIT);
         if (r > 0) {
             got += (size_t)r;
             continue;
@@ -326,7 +327,7 @@ int net_writev_full(int fd, struct iovec *iov, int iovcnt, int timeout_ms, char 
         memset(&msg, 0, sizeof(msg));
         msg.msg_iov = iov;
         msg.msg_iovlen = (size_t)iovcnt;
-        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EINTR)
                 continue;

@@ -38,6 +38,7 @@ struct session {
     const char *peer;
     const session_config_t *cfg;
     const rpc_codec_t *codec; /* NULL until the generation is known (§4.12) */
+    const rpc_codec_t *reply_codec; /* for replies while still undecided */
     int initialized;
     ws_t ws;
     sobj_t *objs;
@@ -94,7 +95,11 @@ static int send_out(session_t *s)
 
 static int reply_exception(session_t *s, const char *msg)
 {
-    const rpc_codec_t *c = s->codec ? s->codec : &rpc_codec_classic;
+    const rpc_codec_t *c = s->codec         ? s->codec
+                           : s->reply_codec ? s->reply_codec
+                                            : (s->cfg->undecided_default == RPC_PROTOCOL_FFI
+                                                   ? &rpc_codec_ffi
+                                                   : &rpc_codec_classic);
     buf_reset(&s->out);
     size_t at = rpc_packet_begin(&s->out, RPC_EXCEPTION);
     c->encode_exception(&s->out, msg, strlen(msg));
@@ -109,6 +114,8 @@ static int reply_void(session_t *s)
     size_t at = rpc_packet_begin(&s->out, RPC_RETURN);
     if (s->codec)
         s->codec->encode_void(&s->out);
+    else if (s->reply_codec)
+        s->reply_codec->encode_void(&s->out);
     else
         buf_append_i32le(&s->out, 0); /* generation-neutral: zero values (§4.12) */
     rpc_packet_end(&s->out, at);
@@ -119,7 +126,7 @@ static int reply_value(session_t *s, const rpc_value_t *v)
 {
     buf_reset(&s->out);
     size_t at = rpc_packet_begin(&s->out, RPC_RETURN);
-    s->codec->encode_value(&s->out, v);
+    (s->codec ? s->codec : s->reply_codec)->encode_value(&s->out, v);
     rpc_packet_end(&s->out, at);
     return send_out(s);
 }
@@ -133,18 +140,55 @@ static int reply_handle(session_t *s, uint64_t h)
 
 /* ---- decoding ------------------------------------------------------------- */
 
-/* Decode the packed sequence that fills r. Only the classic generation is
- * spoken so far; once the ffi codec exists this is where §4.12's detection
- * runs. -1: malformed, the session ends. */
+static const rpc_codec_t *codec_of(rpc_protocol_t p)
+{
+    return p == RPC_PROTOCOL_FFI ? &rpc_codec_ffi : &rpc_codec_classic;
+}
+
+static void set_generation(session_t *s, rpc_protocol_t p)
+{
+    s->codec = codec_of(p);
+    if (s->cfg->generation_out)
+        *s->cfg->generation_out = (int)p;
+    log_debug("session %s: client speaks the %s generation", s->peer, s->codec->name);
+}
+
+/* Decode the packed sequence that fills r. While the generation is unknown,
+ * parse it both ways (PROTOCOL.md §4.12): the generation whose strict parse
+ * alone succeeds is the client's from then on. When both succeed (only a
+ * one-argument device syscall can do that) answer in the configured default
+ * and keep waiting for a decisive packet. -1: malformed, the session ends. */
 static int decode_args(session_t *s, rd_t *r)
 {
-    char err[160];
-    const rpc_codec_t *c = s->codec ? s->codec : &rpc_codec_classic;
-    if (c->decode(r, s->args, s->tensors, MAX_ARGS, &s->nargs, err, sizeof(err)) < 0) {
-        log_warn("session %s: malformed arguments (%s generation): %s", s->peer, c->name, err);
+    char err[160], err2[160];
+    if (s->codec) {
+        if (s->codec->decode(r, s->args, s->tensors, MAX_ARGS, &s->nargs, err, sizeof(err)) == 0)
+            return 0;
+        log_warn("session %s: malformed arguments (%s generation): %s", s->peer, s->codec->name,
+                 err);
         return -1;
     }
-    s->codec = c;
+    rd_t rf = *r;
+    int nf;
+    int ffi_ok = rpc_codec_ffi.decode(&rf, s->args, s->tensors, MAX_ARGS, &nf, err2,
+                                      sizeof(err2)) == 0;
+    rd_t rc = *r;
+    int classic_ok = rpc_codec_classic.decode(&rc, s->args, s->tensors, MAX_ARGS, &s->nargs, err,
+                                              sizeof(err)) == 0;
+    if (classic_ok && !ffi_ok) {
+        set_generation(s, RPC_PROTOCOL_CLASSIC);
+    } else if (ffi_ok && !classic_ok) {
+        rf = *r;
+        rpc_codec_ffi.decode(&rf, s->args, s->tensors, MAX_ARGS, &s->nargs, err, sizeof(err));
+        set_generation(s, RPC_PROTOCOL_FFI);
+    } else if (ffi_ok && classic_ok) {
+        s->reply_codec = codec_of(s->cfg->undecided_default);
+        return 0; /* both parses agree on the values (same bytes, same meaning) */
+    } else {
+        log_warn("session %s: malformed arguments (classic: %s; ffi: %s)", s->peer, err, err2);
+        return -1;
+    }
+    r->left = 0;
     return 0;
 }
 
@@ -261,7 +305,7 @@ static int on_call(session_t *s, rd_t *r)
         return reply_exception(s, err[0] ? err : "RPCError: function failed");
     buf_reset(&s->out);
     size_t at = rpc_packet_begin(&s->out, RPC_RETURN);
-    s->codec->encode_call_result(&s->out, &ret);
+    (s->codec ? s->codec : s->reply_codec)->encode_call_result(&s->out, &ret);
     rpc_packet_end(&s->out, at);
     return send_out(s);
 }
@@ -509,6 +553,7 @@ malformed:
 
 static int dispatch(session_t *s, int32_t code, rd_t *r)
 {
+    s->reply_codec = NULL;
     if (!s->initialized && code != RPC_INIT_SERVER)
         return reply_exception(s, "RPCError: Need to call InitRemoteSession first");
     switch (code) {
@@ -602,6 +647,8 @@ int session_serve(int fd, const char *peer, const session_config_t *cfg)
         log_error("session %s: %s", peer, err);
         goto out;
     }
+    if (cfg->protocol != RPC_PROTOCOL_AUTO)
+        set_generation(s, cfg->protocol);
     rc = serve_loop(s);
 out:
     ws_destroy(&s->ws);

@@ -11,10 +11,19 @@
 #include "rpc/rpc.h"
 #include "server/workspace.h"
 
+typedef enum rpc_protocol {
+    RPC_PROTOCOL_AUTO = 0, /* detect per session (PROTOCOL.md §4.12) */
+    RPC_PROTOCOL_CLASSIC = 1,
+    RPC_PROTOCOL_FFI = 2,
+} rpc_protocol_t;
+
 typedef struct session_config {
     const char *work_dir; /* parent of per-session workspaces; NULL = $TMPDIR or /tmp */
     uint64_t max_packet;  /* largest packet accepted, bytes */
     int idle_timeout_ms;  /* wait for the next packet at most this long (-1 = forever) */
+    rpc_protocol_t protocol;        /* forced generation, or AUTO */
+    rpc_protocol_t undecided_default; /* generation used for replies nothing can decide */
+    volatile int *generation_out;   /* if set, receives the generation once known */
 } session_config_t;
 
 typedef struct session session_t;
