@@ -41,7 +41,7 @@ static int resolve_arg(session_t *s, const rpc_value_t *args, int nargs, char *p
         return -1;
     char why[PATH_MAX + 64];
     if (ws_resolve(session_workspace(s), name, path, PATH_MAX, why, sizeof(why)) < 0) {
-        snprintf(err, errlen, "PermissionError: %s", why);
+        snprintf(err, errlen, "PermissionError: %.*s", (int)(errlen > 20 ? errlen - 20 : 0), why);
         return -1;
     }
     return 0;
@@ -79,7 +79,7 @@ static int fn_upload(session_t *s, const rpc_value_t *args, int nargs, rpc_value
     char why[PATH_MAX + 64];
     if (ws_write_file(session_workspace(s), name, args[1].u.s.p, (size_t)args[1].u.s.len, why,
                       sizeof(why)) < 0) {
-        snprintf(err, errlen, "RPCError: %s", why);
+        snprintf(err, errlen, "RPCError: %.*s", (int)(errlen > 20 ? errlen - 20 : 0), why);
         return -1;
     }
     return 0;
