@@ -17,7 +17,7 @@ int cmd_server(int argc, char **argv)
     server_config_defaults(&cfg);
     int silent = 0, handshake_s = 10;
     double max_packet_mb = (double)(cfg.session.max_packet >> 20);
-    const char *level = NULL;
+    const char *level = NULL, *protocol = "auto";
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind, or the proxy's address with --through-proxy (default 0.0.0.0)", 0, 0},
         {"port", OPT_INT, &cfg.port, "PORT", "first port to try, or the proxy's port (default 9090)", 0, 65535},
@@ -31,6 +31,7 @@ int cmd_server(int argc, char **argv)
         {"work-dir", OPT_STR, &cfg.session.work_dir, "DIR", "where per-session workspaces are created (default $TMPDIR or /tmp)", 0, 0},
         {"max-packet", OPT_NUM, &max_packet_mb, "MIB", "largest RPC packet accepted, in MiB (default 4096)", 0, 0},
         {"handshake-timeout", OPT_INT, &handshake_s, "SEC", "drop peers that do not finish the handshake within SEC (default 10)", 1, 86400},
+        {"protocol", OPT_STR, &protocol, "GEN", "auto (detect per session), classic (TVM <= 0.20) or ffi (TVM >= 0.21)", 0, 0},
         {"silent", OPT_FLAG, &silent, NULL, "log only warnings and errors", 0, 0},
         {"log-level", OPT_STR, &level, "LEVEL", "debug, info, warn or error (default info)", 0, 0},
         {NULL, 0, NULL, NULL, NULL, 0, 0},
@@ -49,6 +50,16 @@ int cmd_server(int argc, char **argv)
     if (rc == 0 && level && log_level_parse(level, &lvl) < 0) {
         snprintf(err, sizeof(err), "invalid value '%s' for --log-level", level);
         rc = -1;
+    }
+    if (rc == 0) {
+        if (!strcmp(protocol, "classic"))
+            cfg.session.protocol = RPC_PROTOCOL_CLASSIC;
+        else if (!strcmp(protocol, "ffi"))
+            cfg.session.protocol = RPC_PROTOCOL_FFI;
+        else if (strcmp(protocol, "auto") != 0) {
+            snprintf(err, sizeof(err), "invalid value '%s' for --protocol", protocol);
+            rc = -1;
+        }
     }
     if (rc == 0 && cfg.tracker && !*cfg.key) {
         snprintf(err, sizeof(err), "--tracker needs --key to name the device type");

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -63,6 +64,8 @@ typedef struct srv {
     int backoff_ms;
     ev_timer_t *tracker_timer;
     int stopping;
+    volatile int *generation; /* shared with the worker: which codec it detected */
+    session_config_t session_cfg;
 } srv_t;
 
 static void srv_accepting(srv_t *s, int on);
@@ -283,7 +286,7 @@ static void worker_main(srv_t *s, int fd)
     signal(SIGHUP, SIG_DFL);
     if (s->cfg->load_library)
         load_libraries(s->cfg->load_library);
-    int rc = session_serve(fd, s->session_peer, &s->cfg->session);
+    int rc = session_serve(fd, s->session_peer, &s->session_cfg);
     _exit(rc == 0 ? 0 : 1);
 }
 
@@ -297,11 +300,16 @@ static int64_t session_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
              "RPCSessionTimeoutError: Your %ss session has expired, try to increase the "
              "\"session_timeout\" value.",
              secs);
-    /* Same packet the Python server sends, then the worker is ended. */
+    /* Same packet the Python server sends, in the generation the worker
+     * detected, then the worker is ended. */
+    const rpc_codec_t *codec = &rpc_codec_classic;
+    if (*s->generation == RPC_PROTOCOL_FFI ||
+        (*s->generation == RPC_PROTOCOL_AUTO && s->cfg->session.undecided_default == RPC_PROTOCOL_FFI))
+        codec = &rpc_codec_ffi;
     buf_t b;
     buf_init(&b, 0);
     size_t at = rpc_packet_begin(&b, RPC_EXCEPTION);
-    rpc_codec_classic.encode_exception(&b, msg, strlen(msg));
+    codec->encode_exception(&b, msg, strlen(msg));
     rpc_packet_end(&b, at);
     net_write_full(s->session_fd, buf_head(&b), b.len, 1000, NULL);
     buf_free(&b);
@@ -323,9 +331,10 @@ static void session_start(srv_t *s, int fd, const char *ip, const char *client_k
     s->session_start = now_ms();
     s->timed_out = 0;
     log_info("server: session from %s key=%s started", ip, client_key);
+    *s->generation = s->cfg->session.protocol;
     if (s->cfg->no_fork) {
         net_set_nonblock(fd, 0);
-        int rc = session_serve(fd, s->session_peer, &s->cfg->session);
+        int rc = session_serve(fd, s->session_peer, &s->session_cfg);
         close(fd);
         log_info("server: session from %s key=%s ended after %.3f s: %s", ip, client_key,
                  (double)(now_ms() - s->session_start) / 1000.0, rc == 0 ? "ok" : "error");
@@ -663,8 +672,11 @@ int server_run(const server_config_t *cfg, int sig_fd)
     s.cfg = cfg;
     s.lfd = s.tfd = s.session_fd = -1;
     s.loop = ev_create(256, EV_BACKEND_AUTO);
-    if (!s.loop)
+    s.generation = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (!s.loop || s.generation == MAP_FAILED)
         return 1;
+    s.session_cfg = cfg->session;
+    s.session_cfg.generation_out = s.generation;
     if (sig_fd >= 0)
         ev_add(s.loop, sig_fd, EV_READ, on_signal, &s);
     int rc = 1;
@@ -704,5 +716,6 @@ out:
     if (s.tfd >= 0)
         close(s.tfd);
     ev_free(s.loop);
+    munmap((void *)s.generation, sizeof(int));
     return rc;
 }
