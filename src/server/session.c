@@ -19,12 +19,13 @@
 #define CPU_DEVICE 1
 #define MAX_ALLOC ((uint64_t)1 << 40)
 
-typedef enum obj_kind { OBJ_FUNC, OBJ_MODULE, OBJ_OBJECT } obj_kind_t;
-
+/* Everything a client holds a handle to: functions, modules, objects.
+ * Handles are the addresses of these records, validated on every use. */
 typedef struct sobj {
-    obj_kind_t kind;
+    rpc_kind_t kind; /* RV_FUNC, RV_MODULE or RV_OBJECT */
     int refs;
-    const rpc_global_t *fn;
+    const sobj_ops_t *ops;
+    void *self;
     struct sobj *next;
 } sobj_t;
 
@@ -207,17 +208,43 @@ static sobj_t *obj_find(const session_t *s, uint64_t h)
     return NULL;
 }
 
-static uint64_t obj_new_func(session_t *s, const rpc_global_t *fn)
+uint64_t session_object_new(session_t *s, rpc_kind_t kind, const sobj_ops_t *ops, void *self)
 {
     sobj_t *o = calloc(1, sizeof(*o));
-    if (!o)
+    if (!o) {
+        if (ops->destroy)
+            ops->destroy(self);
         return 0;
-    o->kind = OBJ_FUNC;
+    }
+    o->kind = kind;
     o->refs = 1;
-    o->fn = fn;
+    o->ops = ops;
+    o->self = self;
     o->next = s->objs;
     s->objs = o;
     return (uint64_t)(uintptr_t)o;
+}
+
+void *session_object_get(const session_t *s, uint64_t h, rpc_kind_t kind, const sobj_ops_t *ops)
+{
+    sobj_t *o = obj_find(s, h);
+    return o && o->kind == kind && (!ops || o->ops == ops) ? o->self : NULL;
+}
+
+int session_object_retain(session_t *s, uint64_t h)
+{
+    sobj_t *o = obj_find(s, h);
+    if (!o)
+        return -1;
+    o->refs++;
+    return 0;
+}
+
+static void obj_destroy(sobj_t *o)
+{
+    if (o->ops->destroy)
+        o->ops->destroy(o->self);
+    free(o);
 }
 
 static void obj_release(session_t *s, sobj_t *o)
@@ -230,8 +257,18 @@ static void obj_release(session_t *s, sobj_t *o)
             break;
         }
     }
-    free(o);
+    obj_destroy(o);
 }
+
+/* Global functions are function objects whose self is the table entry. */
+static int global_call(session_t *s, void *self, const rpc_value_t *args, int nargs,
+                       rpc_value_t *ret, char *err, size_t errlen)
+{
+    const rpc_global_t *g = self;
+    return g->fn(s, args, nargs, ret, err, errlen);
+}
+
+static const sobj_ops_t global_ops = {.type_key = "runtime.PackedFunc", .call = global_call};
 
 /* ---- request handlers ----------------------------------------------------- */
 
@@ -282,7 +319,7 @@ static int on_get_global(session_t *s, rd_t *r)
         return reply_exception(s, "TypeError: GetGlobalFunc expects one string");
     const rpc_global_t *g = globals_find(s->args[0].u.s.p, (size_t)s->args[0].u.s.len);
     /* Absent functions are handle 0, not an error (clients probe with it). */
-    uint64_t h = g ? obj_new_func(s, g) : 0;
+    uint64_t h = g ? session_object_new(s, RV_FUNC, &global_ops, (void *)g) : 0;
     if (g && !h)
         return reply_exception(s, "MemoryError: out of memory");
     return reply_handle(s, h);
@@ -296,12 +333,12 @@ static int on_call(session_t *s, rd_t *r)
         return -1;
     }
     sobj_t *o = obj_find(s, h);
-    if (!o || o->kind != OBJ_FUNC)
+    if (!o || o->kind != RV_FUNC || !o->ops->call)
         return reply_exception(s, "ValueError: unknown function handle");
     rpc_value_t ret = {.kind = RV_NONE};
     char err[1024] = "";
     buf_reset(&s->scratch);
-    if (o->fn->fn(s, s->args, s->nargs, &ret, err, sizeof(err)) < 0)
+    if (o->ops->call(s, o->self, s->args, s->nargs, &ret, err, sizeof(err)) < 0)
         return reply_exception(s, err[0] ? err : "RPCError: function failed");
     buf_reset(&s->out);
     size_t at = rpc_packet_begin(&s->out, RPC_RETURN);
@@ -655,7 +692,7 @@ out:
     while (s->objs) {
         sobj_t *o = s->objs;
         s->objs = o->next;
-        free(o);
+        obj_destroy(o);
     }
     for (size_t i = 0; i < s->nallocs; i++)
         free(s->allocs[i].p);

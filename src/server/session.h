@@ -40,6 +40,25 @@ typedef struct rpc_global {
     rpc_fn *fn;
 } rpc_global_t;
 
+/* What a handle the client holds points to. call is set for functions;
+ * destroy (may be NULL) runs when the last reference is freed or the
+ * session ends. */
+typedef struct sobj_ops {
+    const char *type_key;
+    int (*call)(session_t *s, void *self, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                char *err, size_t errlen);
+    void (*destroy)(void *self);
+} sobj_ops_t;
+
+/* Register an object (kind RV_FUNC, RV_MODULE or RV_OBJECT) with one
+ * reference; returns its handle for ret->u.h, or 0 on OOM (self destroyed). */
+uint64_t session_object_new(session_t *s, rpc_kind_t kind, const sobj_ops_t *ops, void *self);
+/* The object behind a handle the client sent, if it is of that kind (and,
+ * when ops is non-NULL, of that type); NULL otherwise. */
+void *session_object_get(const session_t *s, uint64_t h, rpc_kind_t kind, const sobj_ops_t *ops);
+/* One more reference (a handle handed out again). */
+int session_object_retain(session_t *s, uint64_t h);
+
 /* The table of global functions this server answers (globals.c). */
 const rpc_global_t *globals_find(const char *name, size_t len);
 
