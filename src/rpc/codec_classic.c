@@ -66,11 +66,18 @@ static int decode_one(rd_t *r, int32_t tag, rpc_value_t *v, rpc_tensor_t *t, cha
         v->kind = RV_DEVICE;
         if (rd_i32(r, &v->u.dev.type) < 0 || rd_i32(r, &v->u.dev.id) < 0)
             return fail(err, errlen, "truncated device", tag);
+        /* Device types on the wire are DLPack numbers, never masked (< 128). */
+        if (v->u.dev.type < 1 || v->u.dev.type > 127)
+            return fail(err, errlen, "invalid device type", tag);
         return 0;
     case TAG_DLTENSOR:
         v->kind = RV_TENSOR;
         v->t = t;
-        return rpc_get_tensor(r, t, err, errlen);
+        if (rpc_get_tensor(r, t, err, errlen) < 0)
+            return -1;
+        if (t->dev.type < 1 || t->dev.type > 127)
+            return fail(err, errlen, "invalid tensor device type", tag);
+        return 0;
     case TAG_OBJECT:
         v->kind = RV_OBJECT;
         if (rd_u32(r, &idx) < 0 || rd_u64(r, &v->u.h) < 0)
