@@ -17,7 +17,7 @@ int cmd_server(int argc, char **argv)
     server_config_defaults(&cfg);
     int silent = 0, handshake_s = 10;
     double max_packet_mb = (double)(cfg.session.max_packet >> 20);
-    const char *level = NULL, *protocol = "auto";
+    const char *level = NULL, *protocol = "auto", *allow = NULL;
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind, or the proxy's address with --through-proxy (default 0.0.0.0)", 0, 0},
         {"port", OPT_INT, &cfg.port, "PORT", "first port to try, or the proxy's port (default 9090)", 0, 65535},
@@ -32,6 +32,7 @@ int cmd_server(int argc, char **argv)
         {"max-packet", OPT_NUM, &max_packet_mb, "MIB", "largest RPC packet accepted, in MiB (default 4096)", 0, 0},
         {"handshake-timeout", OPT_INT, &handshake_s, "SEC", "drop peers that do not finish the handshake within SEC (default 10)", 1, 86400},
         {"protocol", OPT_STR, &protocol, "GEN", "auto (detect per session), classic (TVM <= 0.20) or ffi (TVM >= 0.21)", 0, 0},
+        {"allow", OPT_STR, &allow, "CIDR,...", "accept clients only from these networks (default: everyone)", 0, 0},
         {"silent", OPT_FLAG, &silent, NULL, "log only warnings and errors", 0, 0},
         {"log-level", OPT_STR, &level, "LEVEL", "debug, info, warn or error (default info)", 0, 0},
         {NULL, 0, NULL, NULL, NULL, 0, 0},
@@ -69,6 +70,9 @@ int cmd_server(int argc, char **argv)
         snprintf(err, sizeof(err), "invalid value for --max-packet (1 to 1048576 MiB)");
         rc = -1;
     }
+    acl_t acl = {0};
+    if (rc == 0 && allow && acl_parse(&acl, allow, err, sizeof(err)) < 0)
+        rc = -1;
     if (rc < 0) {
         fprintf(stderr, "tvmrpc server: %s\n", err);
         opt_usage(stderr, "server", NULL, summary, specs);
@@ -80,5 +84,8 @@ int cmd_server(int argc, char **argv)
     cfg.session.max_packet = (uint64_t)(max_packet_mb * 1048576.0);
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
     int sig_fd = sig_pipe_install(sigs, 4);
-    return server_run(&cfg, sig_fd);
+    cfg.allow = &acl;
+    rc = server_run(&cfg, sig_fd);
+    acl_free(&acl);
+    return rc;
 }

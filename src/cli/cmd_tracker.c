@@ -32,7 +32,7 @@ int cmd_tracker(int argc, char **argv)
     tracker_config_t cfg;
     tracker_config_defaults(&cfg);
     int silent = 0, no_fork = 0, handshake_s = cfg.handshake_timeout_ms / 1000, max_conns = 65536;
-    const char *stop_key = NULL, *stop_key_file = NULL, *level = NULL;
+    const char *stop_key = NULL, *stop_key_file = NULL, *level = NULL, *allow = NULL;
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind (default 0.0.0.0)", 0, 0},
         {"port", OPT_INT, &cfg.port, "PORT", "first port to try (default 9190)", 0, 65535},
@@ -42,6 +42,7 @@ int cmd_tracker(int argc, char **argv)
         {"stop-key", OPT_STR, &stop_key, "KEY", "honour STOP requests carrying KEY (default: refuse every STOP)", 0, 0},
         {"stop-key-file", OPT_STR, &stop_key_file, "PATH", "read the stop key from the first line of PATH", 0, 0},
         {"handshake-timeout", OPT_INT, &handshake_s, "SEC", "drop peers that send no magic within SEC (default 10)", 1, 86400},
+        {"allow", OPT_STR, &allow, "CIDR,...", "accept peers only from these networks (default: everyone)", 0, 0},
         {"max-conns", OPT_INT, &max_conns, "N", "refuse connections beyond N (default 65536)", 1, 1000000},
         {"log-level", OPT_STR, &level, "LEVEL", "debug, info, warn or error (default info)", 0, 0},
         {NULL, 0, NULL, NULL, NULL, 0, 0},
@@ -71,6 +72,9 @@ int cmd_tracker(int argc, char **argv)
             stop_key = keybuf;
         }
     }
+    acl_t acl = {0};
+    if (rc == 0 && allow && acl_parse(&acl, allow, err, sizeof(err)) < 0)
+        rc = -1;
     if (rc < 0) {
         fprintf(stderr, "tvmrpc tracker: %s\n", err);
         opt_usage(stderr, "tracker", NULL, summary, specs);
@@ -81,16 +85,19 @@ int cmd_tracker(int argc, char **argv)
     cfg.stop_key = stop_key;
     cfg.handshake_timeout_ms = handshake_s * 1000;
     cfg.max_conns = (size_t)max_conns;
+    cfg.allow = &acl;
 
     tracker_t *t = tracker_create(&cfg, err, sizeof(err));
     if (!t) {
         log_error("cannot start tracker: %s", err);
+        acl_free(&acl);
         return 1;
     }
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
     int sig_fd = sig_pipe_install(sigs, 3);
     rc = tracker_run(t, sig_fd);
     tracker_free(t);
+    acl_free(&acl);
     log_info("tracker stopped");
     return rc < 0 ? 1 : 0;
 }

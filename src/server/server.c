@@ -522,6 +522,11 @@ static void on_accept(ev_loop_t *loop, int lfd, void *data, int mask)
                 log_warn("server: %s", err);
             return;
         }
+        if (!acl_allows(s->cfg->allow, ip)) {
+            log_warn("server: %s:%d: not in --allow; refusing", ip, port);
+            close(fd);
+            continue;
+        }
         pending_t *p = calloc(1, sizeof(*p));
         if (!p) {
             close(fd);

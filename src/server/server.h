@@ -5,6 +5,7 @@
 #ifndef TVMRPC_SERVER_H
 #define TVMRPC_SERVER_H
 
+#include "base/acl.h"
 #include "server/session.h"
 
 typedef struct server_config {
@@ -17,6 +18,7 @@ typedef struct server_config {
     int through_proxy;
     int no_fork;
     int handshake_timeout_ms;
+    const acl_t *allow; /* peers outside are refused at accept; NULL = everyone */
     session_config_t session;
 } server_config_t;
 

@@ -616,6 +616,11 @@ static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask)
                 log_warn("tracker: %s", err);
             return;
         }
+        if (!acl_allows(t->cfg.allow, ip)) {
+            log_warn("tracker: %s:%d: not in --allow; refusing", ip, port);
+            close(cfd);
+            continue;
+        }
         if (t->nconns >= t->cfg.max_conns) {
             log_warn("tracker: %s:%d: connection limit %zu reached; refusing", ip, port,
                      t->cfg.max_conns);

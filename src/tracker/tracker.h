@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "base/acl.h"
+
 typedef struct tracker_config {
     const char *host; /* bind address, default "0.0.0.0" */
     int port, port_end;
@@ -14,6 +16,7 @@ typedef struct tracker_config {
     size_t max_frame;         /* bytes of JSON per frame */
     size_t max_conns;
     size_t max_outbuf; /* unread reply bytes before a peer is dropped */
+    const acl_t *allow; /* peers outside are refused at accept; NULL = everyone */
 } tracker_config_t;
 
 typedef struct tracker tracker_t;

@@ -382,6 +382,30 @@ static void test_port_range_search(void **state)
     assert_true(ok2);
 }
 
+static void test_allow_list(void **state)
+{
+    hproc_t t;
+    const char *deny[] = {"--allow", "10.0.0.0/8,::2", NULL};
+    assert_int_equal(h_start_tracker(&t, deny), 0);
+    char err[NET_ERR_LEN];
+    int fd = net_connect("127.0.0.1", t.port, H_TIMEOUT_MS, err);
+    assert_true(fd >= 0);
+    assert_true(h_peer_closed(fd, H_TIMEOUT_MS));
+    close(fd);
+    assert_int_equal(h_wait_log(&t, "not in --allow", H_TIMEOUT_MS), 0);
+    h_stop(&t);
+    const char *allow[] = {"--allow", "10.0.0.0/8,127.0.0.0/8", NULL};
+    assert_int_equal(h_start_tracker(&t, allow), 0);
+    fd = h_tracker_connect(t.port);
+    assert_true(fd >= 0);
+    expect_reply(fd, "[1]", "0");
+    close(fd);
+    h_stop(&t);
+    char out[4096];
+    const char *bad[] = {"tracker", "--allow", "10.0.0.0/99", NULL};
+    assert_int_equal(h_run(bad, out, sizeof(out), H_TIMEOUT_MS), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_stop_with_key_exits),
         cmocka_unit_test(test_cli_usage_errors),
         cmocka_unit_test(test_port_range_search),
+        cmocka_unit_test(test_allow_list),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
