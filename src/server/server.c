@@ -65,6 +65,7 @@ typedef struct srv {
     ev_timer_t *tracker_timer;
     int stopping;
     volatile int *generation; /* shared with the worker: which codec it detected */
+    ws_t session_ws; /* made by the parent, so it is removed even if the worker is killed */
     session_config_t session_cfg;
 } srv_t;
 
@@ -332,10 +333,18 @@ static void session_start(srv_t *s, int fd, const char *ip, const char *client_k
     s->timed_out = 0;
     log_info("server: session from %s key=%s started", ip, client_key);
     *s->generation = s->cfg->session.protocol;
+    char werr[256];
+    if (ws_create(&s->session_ws, s->cfg->session.work_dir, werr, sizeof(werr)) < 0) {
+        log_error("server: %s", werr);
+        close(fd);
+        return;
+    }
+    s->session_cfg.workspace = s->session_ws.root;
     if (s->cfg->no_fork) {
         net_set_nonblock(fd, 0);
         int rc = session_serve(fd, s->session_peer, &s->session_cfg);
         close(fd);
+        ws_destroy(&s->session_ws);
         log_info("server: session from %s key=%s ended after %.3f s: %s", ip, client_key,
                  (double)(now_ms() - s->session_start) / 1000.0, rc == 0 ? "ok" : "error");
         tracker_announce(s);
@@ -345,6 +354,7 @@ static void session_start(srv_t *s, int fd, const char *ip, const char *client_k
     if (pid < 0) {
         log_error("server: fork: %s", strerror(errno));
         close(fd);
+        ws_destroy(&s->session_ws);
         return;
     }
     if (pid == 0) {
@@ -393,6 +403,7 @@ static void session_reap(srv_t *s)
         close(s->session_fd);
         s->session_fd = -1;
         s->worker = 0;
+        ws_destroy(&s->session_ws);
         tracker_announce(s);
         srv_accepting(s, 1);
     }
@@ -711,6 +722,7 @@ out:
     if (s.worker > 0) {
         kill(s.worker, SIGKILL);
         waitpid(s.worker, NULL, 0);
+        ws_destroy(&s.session_ws);
     }
     while (s.pending)
         pending_close(&s, s.pending, 1);

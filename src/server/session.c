@@ -680,7 +680,9 @@ int session_serve(int fd, const char *peer, const session_config_t *cfg)
     buf_init(&s->scratch, 0);
     char err[256];
     int rc = -1;
-    if (ws_create(&s->ws, cfg->work_dir, err, sizeof(err)) < 0) {
+    if (cfg->workspace)
+        snprintf(s->ws.root, sizeof(s->ws.root), "%s", cfg->workspace);
+    else if (ws_create(&s->ws, cfg->work_dir, err, sizeof(err)) < 0) {
         log_error("session %s: %s", peer, err);
         goto out;
     }

@@ -19,6 +19,7 @@ typedef enum rpc_protocol {
 
 typedef struct session_config {
     const char *work_dir; /* parent of per-session workspaces; NULL = $TMPDIR or /tmp */
+    const char *workspace; /* existing directory to serve in (the caller removes it), or NULL */
     uint64_t max_packet;  /* largest packet accepted, bytes */
     int idle_timeout_ms;  /* wait for the next packet at most this long (-1 = forever) */
     rpc_protocol_t protocol;        /* forced generation, or AUTO */
