@@ -354,8 +354,21 @@ static void test_port_range_search(void **state)
 {
     /* Occupy a port, then ask for [port, port+2): the tracker takes port+1. */
     char err[NET_ERR_LEN];
-    int bound = 0;
-    int lfd = net_listen_range("127.0.0.1", 0, 0, 1, &bound, err);
+    int bound = 0, lfd = -1;
+    /* Find a free port whose successor is free too (other tests run in
+     * parallel and take ports); hold the first, release the second. */
+    for (int tries = 0; tries < 50 && lfd < 0; tries++) {
+        lfd = net_listen_range("127.0.0.1", 0, 0, 1, &bound, err);
+        assert_true(lfd >= 0);
+        int next = 0;
+        int nfd = bound < 65535 ? net_listen_range("127.0.0.1", bound + 1, bound + 2, 1, &next, err) : -1;
+        if (nfd < 0) {
+            close(lfd);
+            lfd = -1;
+            continue;
+        }
+        close(nfd);
+    }
     assert_true(lfd >= 0);
     char p0[16], p1[16];
     snprintf(p0, sizeof(p0), "%d", bound);
