@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "server/module.h"
 #include "server/session.h"
+#include "server/timeeval.h"
 
 #define MAX_DOWNLOAD ((uint64_t)4 << 30)
 
@@ -266,6 +268,16 @@ static const rpc_global_t globals[] = {
     {"tvm.rpc.server.download", fn_download},
     {"tvm.rpc.server.remove", fn_remove},
     {"tvm.rpc.server.listdir", fn_listdir},
+    {"tvm.rpc.server.load_module", module_fn_load_module},
+    {"tvm.rpc.server.download_linked_module", module_fn_download_linked},
+    {"tvm.rpc.server.ModuleGetFunction", module_fn_get_function},
+    {"tvm.rpc.server.ImportModule", module_fn_import},
+    {"runtime.ModuleGetFunction", module_fn_get_function},
+    {"runtime.SystemLib", module_fn_system_lib},
+    {"runtime.RPCTimeEvaluator", timeeval_fn_create},
+    {"cache_flush_cpu_non_first_arg", timeeval_fn_cache_flush},
+    {"tvm.contrib.random.random_fill", timeeval_fn_random_fill},
+    {"tvm.contrib.random.random_fill_for_measure", timeeval_fn_random_fill_measure},
     {"testing.echo", fn_echo},
     {"testing.nop", fn_nop},
     {"rpc.test.addone", fn_addone},
