@@ -9,6 +9,7 @@
 #include "base/sig.h"
 #include "cli/commands.h"
 #include "cli/opt.h"
+#include "server/module.h"
 #include "server/server.h"
 
 int cmd_server(int argc, char **argv)
@@ -17,7 +18,7 @@ int cmd_server(int argc, char **argv)
     server_config_defaults(&cfg);
     int silent = 0, handshake_s = 10;
     double max_packet_mb = (double)(cfg.session.max_packet >> 20);
-    const char *level = NULL, *protocol = "auto", *allow = NULL;
+    const char *level = NULL, *protocol = "auto", *allow = NULL, *cc = NULL;
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind, or the proxy's address with --through-proxy (default 0.0.0.0)", 0, 0},
         {"port", OPT_INT, &cfg.port, "PORT", "first port to try, or the proxy's port (default 9090)", 0, 65535},
@@ -28,6 +29,7 @@ int cmd_server(int argc, char **argv)
         {"through-proxy", OPT_FLAG, &cfg.through_proxy, NULL, "connect out to the proxy at --host:--port and serve clients it pairs us with", 0, 0},
         {"load-library", OPT_STR, &cfg.load_library, "A.so:B.so", "libraries to load (RTLD_GLOBAL) in every session", 0, 0},
         {"no-fork", OPT_FLAG, &cfg.no_fork, NULL, "serve sessions in the main process (no crash isolation, no session timeout)", 0, 0},
+        {"cc", OPT_STR, &cc, "CC", "C compiler that links uploaded .o/.tar files (default $CC, else gcc, cc or clang)", 0, 0},
         {"work-dir", OPT_STR, &cfg.session.work_dir, "DIR", "where per-session workspaces are created (default $TMPDIR or /tmp)", 0, 0},
         {"max-packet", OPT_NUM, &max_packet_mb, "MIB", "largest RPC packet accepted, in MiB (default 4096)", 0, 0},
         {"handshake-timeout", OPT_INT, &handshake_s, "SEC", "drop peers that do not finish the handshake within SEC (default 10)", 1, 86400},
@@ -85,6 +87,8 @@ int cmd_server(int argc, char **argv)
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
     int sig_fd = sig_pipe_install(sigs, 4);
     cfg.allow = &acl;
+    if (cc)
+        module_set_cc(cc);
     rc = server_run(&cfg, sig_fd);
     acl_free(&acl);
     return rc;

@@ -262,6 +262,35 @@ static int fn_except(session_t *s, const rpc_value_t *args, int nargs, rpc_value
     return -1;
 }
 
+/* ffi generation: testing.test_raise_error(kind, message). */
+static int fn_raise_error(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                          char *err, size_t errlen)
+{
+    if (nargs != 2 || args[0].kind != RV_STR || args[1].kind != RV_STR) {
+        snprintf(err, errlen, "TypeError: test_raise_error expects (kind, message)");
+        return -1;
+    }
+    snprintf(err, errlen, "%.*s: %.*s", (int)(args[0].u.s.len > 64 ? 64 : args[0].u.s.len),
+             args[0].u.s.p, (int)(args[1].u.s.len > 512 ? 512 : args[1].u.s.len), args[1].u.s.p);
+    return -1;
+}
+
+/* classic generation: testing.ErrorTest(x, y) fails unless x == y. */
+static int fn_error_test(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                         char *err, size_t errlen)
+{
+    if (nargs != 2 || args[0].kind != RV_INT || args[1].kind != RV_INT) {
+        snprintf(err, errlen, "TypeError: ErrorTest expects (int, int)");
+        return -1;
+    }
+    if (args[0].u.i == args[1].u.i)
+        return 0;
+    snprintf(err, errlen,
+             "ValueError: Check failed: x == y (%lld vs. %lld) : expect x and y to be equal.",
+             (long long)args[0].u.i, (long long)args[1].u.i);
+    return -1;
+}
+
 static const rpc_global_t globals[] = {
     {"tvm.rpc.server.workpath", fn_workpath},
     {"tvm.rpc.server.upload", fn_upload},
@@ -280,6 +309,8 @@ static const rpc_global_t globals[] = {
     {"tvm.contrib.random.random_fill_for_measure", timeeval_fn_random_fill_measure},
     {"testing.echo", fn_echo},
     {"testing.nop", fn_nop},
+    {"testing.ErrorTest", fn_error_test},
+    {"testing.test_raise_error", fn_raise_error},
     {"rpc.test.addone", fn_addone},
     {"rpc.test.strcat", fn_strcat},
     {"rpc.test.runtime_str_concat", fn_str_concat},
