@@ -1,0 +1,1317 @@
+/* Our real `tvmrpc server` (and tracker) driven through the C client
+ * library: every global function, every CPU syscall, the handshake and
+ * packet-level error paths on raw sockets, session timeouts, crashed
+ * workers, and tracker registration (PROTOCOL.md §1.8, §2, §4; RUNTIME.md
+ * §1). Every wait is bounded. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/net.h"
+#include "client/rpc_client.h"
+#include "rpc/rpc.h"
+#include "tvmrpc/client.h"
+
+#define IO_MS 30000
+#define KEY "dev"
+
+static hproc_t srv; /* shared: --key dev --handshake-timeout 1 --max-packet 100 */
+
+static const tvmrpc_device_t cpu0 = {1, 0};
+static const tvmrpc_dtype_t f32 = {2, 32, 1};
+static const tvmrpc_dtype_t u8 = {1, 8, 1};
+
+/* What a test opened, released by cleanup() even when an assertion fails
+ * mid-test: a session left open would keep the one-session server busy. */
+static tvmrpc_sess_t *open_sess_list[8];
+static int open_fds[16];
+static hproc_t procs[4];
+static int nsess, nfds, nprocs;
+
+static tvmrpc_sess_t *track_sess(tvmrpc_sess_t *s)
+{
+    if (s && nsess < 8)
+        open_sess_list[nsess++] = s;
+    return s;
+}
+
+static void sess_done(tvmrpc_sess_t *s)
+{
+    for (int i = 0; i < nsess; i++)
+        if (open_sess_list[i] == s)
+            open_sess_list[i] = NULL;
+    tvmrpc_close(s);
+}
+
+static int track_fd(int fd)
+{
+    if (fd >= 0 && nfds < 16)
+        open_fds[nfds++] = fd;
+    return fd;
+}
+
+static void fd_done(int fd)
+{
+    for (int i = 0; i < nfds; i++)
+        if (open_fds[i] == fd)
+            open_fds[i] = -1;
+    close(fd);
+}
+
+static hproc_t *proc_new(void)
+{
+    assert_true(nprocs < 4);
+    hproc_t *p = &procs[nprocs++];
+    memset(p, 0, sizeof(*p));
+    return p;
+}
+
+static int cleanup(void **state)
+{
+    for (int i = 0; i < nsess; i++)
+        if (open_sess_list[i])
+            tvmrpc_close(open_sess_list[i]);
+    for (int i = 0; i < nfds; i++)
+        if (open_fds[i] >= 0)
+            close(open_fds[i]);
+    for (int i = 0; i < nprocs; i++)
+        if (procs[i].pid > 0)
+            h_stop(&procs[i]);
+    nsess = nfds = nprocs = 0;
+    return 0;
+}
+
+/* ---- processes -------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The port from the "bind to 127.0.0.1:PORT" line of p's log. */
+static int log_port(hproc_t *p)
+{
+    char line[512];
+    FILE *fp = fopen(p->log_path, "r");
+    int port = 0;
+    while (fp && !port && fgets(line, sizeof(line), fp)) {
+        char *at = strstr(line, "bind to 127.0.0.1:");
+        if (at)
+            port = atoi(at + strlen("bind to 127.0.0.1:"));
+    }
+    if (fp)
+        fclose(fp);
+    return port;
+}
+
+/* "tvmrpc ARGV..." and wait for its bind line. */
+static int spawn_bound(hproc_t *p, const char *const *argv)
+{
+    if (h_spawn(p, argv) < 0 || h_wait_log(p, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
+        h_dump_log(p);
+        return -1;
+    }
+    p->port = log_port(p);
+    return p->port > 0 ? 0 : -1;
+}
+
+static int start_server(hproc_t *p, const char *const *extra)
+{
+    const char *argv[32] = {"server", "--host", "127.0.0.1", "--port", "0"};
+    int n = 5;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    return spawn_bound(p, argv);
+}
+
+/* Wait until needle occurs more than `before` times in p's log. */
+static int wait_log_count(hproc_t *p, const char *needle, int before, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (h_log_count(p, needle) > before)
+            return 0;
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+/* The server's forked workers (children of its main thread). */
+static int children(pid_t pid, pid_t *out, int max)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *fp = fopen(path, "r");
+    int n = 0, v;
+    while (fp && n < max && fscanf(fp, "%d", &v) == 1)
+        out[n++] = v;
+    if (fp)
+        fclose(fp);
+    return n;
+}
+
+/* ---- sessions --------------------------------------------------------------- */
+
+static tvmrpc_sess_t *open_gen(int port, const char *key, double timeout, int gen)
+{
+    tvmrpc_opts_t o;
+    tvmrpc_opts_init(&o);
+    o.timeout_ms = IO_MS;
+    o.session_timeout = timeout;
+    o.generation = gen;
+    char err[512];
+    tvmrpc_sess_t *s =
+        track_sess(tvmrpc_connect_opts("127.0.0.1", port, key, &o, err, sizeof(err)));
+    if (!s)
+        fail_msg("connect to %d: %s", port, err);
+    return s;
+}
+
+static tvmrpc_sess_t *open_sess(void)
+{
+    return open_gen(srv.port, KEY, 0, TVMRPC_GEN_UNKNOWN);
+}
+
+#define ASSERT_RC(s, call, want)                                                                   \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != (want))                                                                         \
+            fail_msg("%s = %d (%s), want %d", #call, rc_, (s) ? tvmrpc_last_error(s) : "",         \
+                     (want));                                                                      \
+    } while (0)
+#define ASSERT_OK(s, call) ASSERT_RC(s, call, 0)
+
+static void expect_error_text(tvmrpc_sess_t *s, const char *needle)
+{
+    if (!strstr(tvmrpc_last_error(s), needle))
+        fail_msg("error '%s' does not mention '%s'", tvmrpc_last_error(s), needle);
+}
+
+static uint64_t func(tvmrpc_sess_t *s, const char *name)
+{
+    uint64_t h = 0;
+    ASSERT_OK(s, tvmrpc_get_func(s, name, &h));
+    assert_true(h != 0);
+    return h;
+}
+
+/* Look a global up and call it; the session owns ret's memory. The handle
+ * is left to the end of the session (the server frees it then). */
+static int call2(tvmrpc_sess_t *s, const char *name, const tvmrpc_value_t *args, int n,
+                 tvmrpc_value_t *ret)
+{
+    uint64_t h;
+    int rc = tvmrpc_get_func(s, name, &h);
+    return rc < 0 ? rc : tvmrpc_call(s, h, args, n, ret);
+}
+
+static void nop_ok(tvmrpc_sess_t *s)
+{
+    tvmrpc_value_t v;
+    ASSERT_OK(s, call2(s, "testing.nop", NULL, 0, &v));
+    assert_int_equal(v.kind, TVMRPC_NONE);
+}
+
+/* ---- raw sockets -------------------------------------------------------------- */
+
+static int raw_connect(int port)
+{
+    char err[NET_ERR_LEN];
+    int fd = track_fd(net_connect("127.0.0.1", port, IO_MS, err));
+    if (fd < 0)
+        fail_msg("%s", err);
+    return fd;
+}
+
+static void raw_write(int fd, const void *p, size_t n)
+{
+    assert_int_equal(net_write_full(fd, p, n, IO_MS, NULL), 0);
+}
+
+static void raw_hello(int fd, const char *key)
+{
+    uint8_t b[256];
+    put_le32(b, RPC_MAGIC);
+    put_le32(b + 4, (uint32_t)strlen(key));
+    memcpy(b + 8, key, strlen(key));
+    raw_write(fd, b, 8 + strlen(key));
+}
+
+/* Handshake with "client:dev"; asserts SUCCESS. */
+static int raw_session(int port)
+{
+    int fd = raw_connect(port);
+    raw_hello(fd, "client:" KEY);
+    uint8_t b[64];
+    assert_int_equal(net_read_full(fd, b, 8, IO_MS, NULL, NULL), 0);
+    assert_int_equal(le32(b), RPC_CODE_SUCCESS);
+    assert_int_equal(le32(b + 4), strlen("server:" KEY));
+    assert_int_equal(net_read_full(fd, b, le32(b + 4), IO_MS, NULL, NULL), 0);
+    assert_memory_equal(b, "server:" KEY, strlen("server:" KEY));
+    return fd;
+}
+
+static void raw_send(int fd, int32_t code, const void *payload, size_t n)
+{
+    uint8_t h[12];
+    put_le64(h, 4 + n);
+    put_le32(h + 8, (uint32_t)code);
+    struct iovec iov[2] = {{h, 12}, {(void *)payload, n}};
+    assert_int_equal(net_writev_full(fd, iov, n ? 2 : 1, IO_MS, NULL), 0);
+}
+
+/* Next packet: its code, body into b (cap bytes). -1 on EOF/timeout. */
+static int32_t raw_recv(int fd, uint8_t *b, size_t cap, size_t *n)
+{
+    uint8_t h[12];
+    if (net_read_full(fd, h, 12, IO_MS, NULL, NULL) < 0)
+        return -1;
+    *n = (size_t)le64(h) - 4;
+    assert_true(*n <= cap);
+    assert_int_equal(net_read_full(fd, b, *n, IO_MS, NULL, NULL), 0);
+    return (int32_t)le32(h + 8);
+}
+
+static void raw_expect_exception(int fd, const char *needle)
+{
+    uint8_t b[1024];
+    size_t n;
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_EXCEPTION);
+    const char *msg;
+    size_t len;
+    assert_int_equal(rcl_exception_text(b, n, &msg, &len), 0);
+    char text[1024];
+    snprintf(text, sizeof(text), "%.*s", (int)len, msg);
+    if (!strstr(text, needle))
+        fail_msg("exception '%s' does not mention '%s'", text, needle);
+}
+
+static void raw_init(int fd, const char *version)
+{
+    uint8_t p[64];
+    size_t vlen = strlen(version);
+    put_le64(p, vlen);
+    memcpy(p + 8, version, vlen);
+    put_le32(p + 8 + vlen, 0);
+    raw_send(fd, RPC_INIT_SERVER, p, 12 + vlen);
+}
+
+static void raw_get_global(int fd, const char *name)
+{
+    uint8_t p[256];
+    put_le32(p, 1);
+    put_le32(p + 4, 11);
+    put_le64(p + 8, strlen(name));
+    memcpy(p + 16, name, strlen(name));
+    raw_send(fd, RPC_GET_GLOBAL_FUNC, p, 16 + strlen(name));
+}
+
+/* ---- setup -------------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+    signal(SIGPIPE, SIG_IGN);
+    /* Sanitizer builds: let a SIGSEGV kill the worker as it would without
+     * ASan (whose handler turns it into exit 1). No effect otherwise. */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof(opts), "%s%shandle_segv=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    const char *extra[] = {"--key", KEY, "--handshake-timeout", "1", "--max-packet", "100", NULL};
+    return start_server(&srv, extra);
+}
+
+static int teardown(void **state)
+{
+    int st = h_stop(&srv);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* ---- handshake ---------------------------------------------------------------- */
+
+static void test_connect_and_key(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    assert_string_equal(tvmrpc_server_key(s), "server:" KEY);
+    /* auto server: neutral kInitServer reply, spoken as classic */
+    assert_int_equal(tvmrpc_generation(s), TVMRPC_GEN_UNKNOWN);
+    nop_ok(s);
+    sess_done(s);
+    char err[512], want[512];
+    assert_null(tvmrpc_connect("127.0.0.1", srv.port, "nope", 0, err, sizeof(err)));
+    snprintf(want, sizeof(want), "URL 127.0.0.1:%d cannot find server that matches key=client:nope",
+             srv.port);
+    assert_string_equal(err, want);
+    /* Nothing listens on port 1. */
+    assert_null(tvmrpc_connect("127.0.0.1", 1, KEY, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "Connect to 127.0.0.1:1 failed"));
+}
+
+static void test_raw_wrong_key(void **state)
+{
+    int fd = raw_connect(srv.port);
+    raw_hello(fd, "client:wrong");
+    uint8_t b[8];
+    assert_int_equal(net_read_full(fd, b, 4, IO_MS, NULL, NULL), 0);
+    const uint8_t mismatch[4] = {0x73, 0xF2, 0x0F, 0x00};
+    assert_memory_equal(b, mismatch, 4);
+    assert_true(h_peer_closed(fd, IO_MS));
+    fd_done(fd);
+    /* Only the first token counts: options after it are fine. */
+    fd = raw_connect(srv.port);
+    raw_hello(fd, "client:" KEY " -timeout=100 -other=1");
+    assert_int_equal(net_read_full(fd, b, 4, IO_MS, NULL, NULL), 0);
+    assert_int_equal(le32(b), RPC_CODE_SUCCESS);
+    fd_done(fd);
+}
+
+static void test_raw_wrong_magic(void **state)
+{
+    int fd = raw_connect(srv.port);
+    uint8_t b[8] = {0xEF, 0xBE, 0xAD, 0xDE, 7, 0, 0, 0};
+    raw_write(fd, b, 8);
+    /* Closed without a single byte. */
+    int eof = 0;
+    assert_int_equal(net_read_full(fd, b, 1, IO_MS, &eof, NULL), -1);
+    assert_true(eof);
+    fd_done(fd);
+    tvmrpc_sess_t *s = open_sess();
+    nop_ok(s);
+    sess_done(s);
+}
+
+static void test_raw_key_too_long(void **state)
+{
+    int fd = raw_connect(srv.port);
+    uint8_t b[8];
+    put_le32(b, RPC_MAGIC);
+    put_le32(b + 4, 1u << 20);
+    raw_write(fd, b, 8);
+    int eof = 0;
+    assert_int_equal(net_read_full(fd, b, 1, IO_MS, &eof, NULL), -1);
+    assert_true(eof);
+    fd_done(fd);
+}
+
+static void test_silent_peer(void **state)
+{
+    int before = h_log_count(&srv, "no handshake within 1000 ms");
+    int idle = raw_connect(srv.port);
+    /* It does not hold up a real client. */
+    tvmrpc_sess_t *s = open_sess();
+    nop_ok(s);
+    sess_done(s);
+    /* Dropped (at the session start, or after --handshake-timeout 1). */
+    assert_true(h_peer_closed(idle, 5000));
+    fd_done(idle);
+    /* Alone, it is dropped by the handshake timeout. */
+    idle = raw_connect(srv.port);
+    assert_true(h_peer_closed(idle, 5000));
+    fd_done(idle);
+    assert_int_equal(wait_log_count(&srv, "no handshake within 1000 ms", before, 5000), 0);
+}
+
+/* ---- packet-level errors ------------------------------------------------------ */
+
+static void test_raw_before_init(void **state)
+{
+    int fd = raw_session(srv.port);
+    raw_get_global(fd, "testing.nop");
+    raw_expect_exception(fd, "InitRemoteSession");
+    uint8_t call[12] = {0};
+    put_le64(call, 0x1234);
+    raw_send(fd, RPC_CALL_FUNC, call, 12);
+    raw_expect_exception(fd, "InitRemoteSession");
+    /* Wrong version: exception, session still open. */
+    raw_init(fd, "0.9.0");
+    raw_expect_exception(fd, "Version mismatch");
+    /* Right version: the generation-neutral reply (§4.12). A zero-length
+     * packet before it is skipped (§4.1). */
+    raw_write(fd, (uint8_t[8]){0}, 8);
+    raw_init(fd, "0.8.0");
+    uint8_t b[64];
+    size_t n;
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    assert_int_equal(n, 4);
+    assert_int_equal(le32(b), 0);
+    raw_init(fd, "0.8.0");
+    raw_expect_exception(fd, "already been initialized");
+    /* An unknown packet code ends the session without a reply. */
+    raw_send(fd, 99, NULL, 0);
+    assert_true(h_peer_closed(fd, IO_MS));
+    fd_done(fd);
+    tvmrpc_sess_t *s = open_sess();
+    nop_ok(s);
+    sess_done(s);
+}
+
+static void test_raw_oversized_packet(void **state)
+{
+    int fd = raw_session(srv.port);
+    raw_init(fd, "0.8.0");
+    uint8_t b[64];
+    size_t n;
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    /* 101 MiB announced, --max-packet 100: closed before any body is read. */
+    uint8_t h[12];
+    put_le64(h, ((uint64_t)101 << 20));
+    put_le32(h + 8, RPC_CALL_FUNC);
+    raw_write(fd, h, 12);
+    assert_true(h_peer_closed(fd, IO_MS));
+    fd_done(fd);
+    /* The server serves the next client. */
+    tvmrpc_sess_t *s = open_sess();
+    nop_ok(s);
+    sess_done(s);
+}
+
+/* ---- global functions --------------------------------------------------------- */
+
+static void echo_same(tvmrpc_sess_t *s, uint64_t echo, tvmrpc_value_t a)
+{
+    tvmrpc_value_t v;
+    ASSERT_OK(s, tvmrpc_call(s, echo, &a, 1, &v));
+    assert_int_equal(v.kind, a.kind);
+    switch (a.kind) {
+    case TVMRPC_NONE:
+        break;
+    case TVMRPC_STR:
+    case TVMRPC_BYTES:
+        assert_int_equal(v.u.s.len, a.u.s.len);
+        assert_memory_equal(v.u.s.p, a.u.s.p, a.u.s.len);
+        assert_int_equal(v.u.s.p[v.u.s.len], '\0');
+        break;
+    case TVMRPC_FLOAT:
+        assert_memory_equal(&v.u.f, &a.u.f, sizeof(double));
+        break;
+    case TVMRPC_DEVICE:
+        assert_memory_equal(&v.u.dev, &a.u.dev, sizeof(v.u.dev));
+        break;
+    case TVMRPC_DTYPE:
+        assert_memory_equal(&v.u.dtype, &a.u.dtype, sizeof(v.u.dtype));
+        break;
+    default:
+        assert_true(v.u.h == a.u.h); /* INT, BOOL share the 64 bits */
+        break;
+    }
+}
+
+static void echo_battery(tvmrpc_sess_t *s)
+{
+    uint64_t echo = func(s, "testing.echo");
+    static const char bin[] = {0, 1, 2, 0, (char)0xff, 'x'};
+    echo_same(s, echo, tvmrpc_v_none());
+    echo_same(s, echo, tvmrpc_v_int(42));
+    echo_same(s, echo, tvmrpc_v_int(INT64_MIN));
+    echo_same(s, echo, tvmrpc_v_int(INT64_MAX));
+    echo_same(s, echo, tvmrpc_v_bool(1));
+    echo_same(s, echo, tvmrpc_v_bool(0));
+    echo_same(s, echo, tvmrpc_v_float(3.5));
+    echo_same(s, echo, tvmrpc_v_float(-1e-300));
+    echo_same(s, echo, tvmrpc_v_str(""));
+    echo_same(s, echo, tvmrpc_v_str("short"));
+    echo_same(s, echo, tvmrpc_v_str("hello, tvm rpc - a longer string"));
+    echo_same(s, echo, tvmrpc_v_bytes(bin, sizeof(bin)));
+    echo_same(s, echo, tvmrpc_v_bytes("", 0));
+    echo_same(s, echo, tvmrpc_v_handle(TVMRPC_HANDLE, 0x7f00deadbeefull));
+    echo_same(s, echo, tvmrpc_v_device(1, 0));
+    echo_same(s, echo, tvmrpc_v_device(2, 7));
+    echo_same(s, echo, tvmrpc_v_dtype(2, 32, 1));
+    echo_same(s, echo, tvmrpc_v_dtype(0, 8, 4));
+    /* Arrays cannot be echoed (there is no array object behind a DLTensor). */
+    tvmrpc_array_t a;
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 1, (int64_t[]){4}, f32, NULL, &a));
+    tvmrpc_value_t arg = tvmrpc_v_tensor(&a), v;
+    ASSERT_RC(s, tvmrpc_call(s, echo, &arg, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "TypeError");
+    ASSERT_OK(s, tvmrpc_array_free(s, &a));
+    ASSERT_OK(s, tvmrpc_free_handle(s, echo, TVMRPC_FUNC));
+}
+
+static void test_echo_kinds(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    echo_battery(s);
+    sess_done(s);
+}
+
+/* A function handle handed out again is one more reference (§4.7): the
+ * client may free it twice. */
+static void test_echo_function_handle_refcount(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    uint64_t echo = func(s, "testing.echo");
+    tvmrpc_value_t arg = tvmrpc_v_handle(TVMRPC_FUNC, echo), v;
+    ASSERT_OK(s, tvmrpc_call(s, echo, &arg, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_FUNC);
+    assert_true(v.u.h == echo);
+    ASSERT_OK(s, tvmrpc_free_handle(s, echo, TVMRPC_FUNC));
+    /* The returned reference still works and can be freed. */
+    tvmrpc_value_t one = tvmrpc_v_int(1);
+    ASSERT_OK(s, tvmrpc_call(s, v.u.h, &one, 1, &v));
+    ASSERT_OK(s, tvmrpc_free_handle(s, echo, TVMRPC_FUNC));
+    sess_done(s);
+}
+
+/* Handles the server never gave out are refused, not reflected. */
+static void test_echo_unknown_handles(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    uint64_t echo = func(s, "testing.echo");
+    tvmrpc_value_t v, arg = tvmrpc_v_handle(TVMRPC_MODULE, 0xbad0);
+    ASSERT_RC(s, tvmrpc_call(s, echo, &arg, 1, &v), TVMRPC_ERR_REMOTE);
+    arg = tvmrpc_v_handle(TVMRPC_OBJECT, 0xbad0);
+    ASSERT_RC(s, tvmrpc_call(s, echo, &arg, 1, &v), TVMRPC_ERR_REMOTE);
+    arg = tvmrpc_v_handle(TVMRPC_FUNC, 0xbad0);
+    ASSERT_RC(s, tvmrpc_call(s, echo, &arg, 1, &v), TVMRPC_ERR_REMOTE);
+    nop_ok(s);
+    sess_done(s);
+}
+
+static void test_testing_helpers(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    tvmrpc_value_t v, a[2];
+    nop_ok(s);
+    a[0] = tvmrpc_v_int(41);
+    ASSERT_OK(s, call2(s, "rpc.test.addone", a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_INT);
+    assert_int_equal(v.u.i, 42);
+    a[0] = tvmrpc_v_float(1.5);
+    ASSERT_OK(s, call2(s, "rpc.test.addone", a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_FLOAT);
+    assert_true(v.u.f == 2.5);
+    a[0] = tvmrpc_v_str("abc");
+    a[1] = tvmrpc_v_int(42);
+    ASSERT_OK(s, call2(s, "rpc.test.strcat", a, 2, &v));
+    assert_int_equal(v.kind, TVMRPC_STR);
+    assert_string_equal(v.u.s.p, "abc:42");
+    a[1] = tvmrpc_v_bool(1);
+    ASSERT_OK(s, call2(s, "rpc.test.strcat", a, 2, &v));
+    assert_string_equal(v.u.s.p, "abc:True");
+    a[1] = tvmrpc_v_none();
+    ASSERT_OK(s, call2(s, "rpc.test.strcat", a, 2, &v));
+    assert_string_equal(v.u.s.p, "abc:None");
+    /* Python str() of floats: shortest repr, ".0" for whole numbers. */
+    a[1] = tvmrpc_v_float(2.5);
+    ASSERT_OK(s, call2(s, "rpc.test.strcat", a, 2, &v));
+    assert_string_equal(v.u.s.p, "abc:2.5");
+    a[1] = tvmrpc_v_float(0.1);
+    ASSERT_OK(s, call2(s, "rpc.test.strcat", a, 2, &v));
+    assert_string_equal(v.u.s.p, "abc:0.1");
+    a[1] = tvmrpc_v_float(3.0);
+    ASSERT_OK(s, call2(s, "rpc.test.strcat", a, 2, &v));
+    assert_string_equal(v.u.s.p, "abc:3.0");
+    a[0] = tvmrpc_v_str("foo");
+    a[1] = tvmrpc_v_str("bar");
+    ASSERT_OK(s, call2(s, "rpc.test.runtime_str_concat", a, 2, &v));
+    assert_string_equal(v.u.s.p, "foobar");
+    a[0] = tvmrpc_v_str("boom");
+    ASSERT_RC(s, call2(s, "rpc.test.except", a, 1, &v), TVMRPC_ERR_REMOTE);
+    assert_string_equal(tvmrpc_last_error(s), "ValueError: boom");
+    /* Wrong argument types are remote TypeErrors; the session goes on. */
+    ASSERT_RC(s, call2(s, "rpc.test.addone", a, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "TypeError");
+    nop_ok(s);
+    sess_done(s);
+}
+
+static void test_unknown_global_and_handles(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    uint64_t h = 123;
+    ASSERT_RC(s, tvmrpc_get_func(s, "no.such.function", &h), TVMRPC_ERR_NOT_FOUND);
+    ASSERT_RC(s, tvmrpc_get_func(s, "", &h), TVMRPC_ERR_NOT_FOUND);
+    /* Bogus handles: calling and freeing them are remote errors. */
+    tvmrpc_value_t v;
+    ASSERT_RC(s, tvmrpc_call(s, 0xdead0, NULL, 0, &v), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_free_handle(s, 0xdead0, TVMRPC_FUNC), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_free_handle(s, 0, TVMRPC_MODULE), TVMRPC_ERR_REMOTE);
+    /* A freed handle is gone. */
+    h = func(s, "testing.nop");
+    ASSERT_OK(s, tvmrpc_free_handle(s, h, TVMRPC_FUNC));
+    ASSERT_RC(s, tvmrpc_free_handle(s, h, TVMRPC_FUNC), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_call(s, h, NULL, 0, &v), TVMRPC_ERR_REMOTE);
+    /* Local refusals send nothing. */
+    ASSERT_RC(s, tvmrpc_free_handle(s, 1, TVMRPC_INT), TVMRPC_ERR_ARG);
+    ASSERT_RC(s, tvmrpc_syscall(s, 3, NULL, 0, NULL), TVMRPC_ERR_ARG);
+    tvmrpc_value_t bad = tvmrpc_v_device(0, 0);
+    ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_SET_DEVICE, &bad, 1, NULL), TVMRPC_ERR_ARG);
+    nop_ok(s);
+    sess_done(s);
+}
+
+/* ---- workspace ------------------------------------------------------------------ */
+
+static char *workpath(tvmrpc_sess_t *s, const char *name)
+{
+    tvmrpc_value_t a = tvmrpc_v_str(name), v;
+    ASSERT_OK(s, call2(s, "tvm.rpc.server.workpath", &a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_STR);
+    return strdup(v.u.s.p);
+}
+
+static uint8_t *pattern(size_t n, uint32_t seed)
+{
+    uint8_t *p = malloc(n);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        p[i] = (uint8_t)(seed >> 16);
+    }
+    return p;
+}
+
+/* Entries of dirname(prefix) whose path starts with prefix. */
+static int count_prefixed(const char *prefix)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", prefix);
+    char *slash = strrchr(dir, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    const char *base = slash + 1;
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        n += strncmp(e->d_name, base, strlen(base)) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void workspace_battery(tvmrpc_sess_t *s)
+{
+    uint8_t *big = pattern(20 << 20, 7);
+    void *got;
+    size_t n;
+    ASSERT_OK(s, tvmrpc_upload(s, big, 20 << 20, "big.bin"));
+    ASSERT_OK(s, tvmrpc_download(s, "big.bin", &got, &n));
+    assert_int_equal(n, 20 << 20);
+    assert_memory_equal(got, big, n);
+    free(got);
+    free(big);
+    ASSERT_OK(s, tvmrpc_upload(s, "", 0, "empty"));
+    ASSERT_OK(s, tvmrpc_download(s, "empty", &got, &n));
+    assert_int_equal(n, 0);
+    free(got);
+    char *root = workpath(s, "");
+    char *x = workpath(s, "x");
+    assert_true(root[0] == '/');
+    char want[4096];
+    snprintf(want, sizeof(want), "%s/x", root);
+    assert_string_equal(x, want);
+    char *list;
+    ASSERT_OK(s, tvmrpc_listdir(s, "", &list));
+    snprintf(want, sizeof(want), "%s/big.bin,", root);
+    assert_non_null(strstr(list, want));
+    snprintf(want, sizeof(want), "%s/empty,", root);
+    assert_non_null(strstr(list, want));
+    free(list);
+    ASSERT_RC(s, tvmrpc_listdir(s, "missing", &list), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "ListDir");
+    /* remove never fails, and remove("") keeps the workspace. */
+    ASSERT_OK(s, tvmrpc_remove(s, "big.bin"));
+    ASSERT_OK(s, tvmrpc_remove(s, "big.bin"));
+    ASSERT_OK(s, tvmrpc_remove(s, ""));
+    ASSERT_OK(s, tvmrpc_remove(s, "no/such/file"));
+    ASSERT_RC(s, tvmrpc_download(s, "big.bin", &got, &n), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "Cannot open");
+    ASSERT_OK(s, tvmrpc_listdir(s, "", &list));
+    assert_null(strstr(list, "big.bin"));
+    free(list);
+    /* Parent directories are not created. */
+    ASSERT_RC(s, tvmrpc_upload(s, "a", 1, "nodir/a"), TVMRPC_ERR_REMOTE);
+    /* The workspace itself is no file name, and nothing lands next to it. */
+    ASSERT_RC(s, tvmrpc_upload(s, "a", 1, ""), TVMRPC_ERR_REMOTE);
+    char sibling[4200];
+    snprintf(sibling, sizeof(sibling), "%s.part-", root);
+    assert_int_equal(count_prefixed(sibling), 0);
+    free(root);
+    free(x);
+}
+
+static void test_workspace(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    workspace_battery(s);
+    /* The file conveniences. */
+    char local[256], back[256];
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(local, sizeof(local), "%s/tvmrpc-client-%d.bin", tmp, (int)getpid());
+    snprintf(back, sizeof(back), "%s/tvmrpc-client-%d.back", tmp, (int)getpid());
+    FILE *fp = fopen(local, "wb");
+    assert_non_null(fp);
+    uint8_t *data = pattern(100000, 3);
+    assert_int_equal(fwrite(data, 1, 100000, fp), 100000);
+    fclose(fp);
+    ASSERT_OK(s, tvmrpc_upload_file(s, local, NULL));
+    const char *base = strrchr(local, '/') + 1;
+    ASSERT_OK(s, tvmrpc_download_file(s, base, back));
+    fp = fopen(back, "rb");
+    assert_non_null(fp);
+    uint8_t *got = malloc(100001);
+    assert_int_equal(fread(got, 1, 100001, fp), 100000);
+    fclose(fp);
+    assert_memory_equal(got, data, 100000);
+    free(got);
+    free(data);
+    unlink(local);
+    unlink(back);
+    ASSERT_RC(s, tvmrpc_upload_file(s, "/nonexistent/file", "z"), TVMRPC_ERR_ARG);
+    nop_ok(s);
+    sess_done(s);
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static void test_path_escapes(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    void *got;
+    size_t n;
+    ASSERT_RC(s, tvmrpc_download(s, "../x", &got, &n), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "PermissionError");
+    ASSERT_RC(s, tvmrpc_download(s, "/etc/passwd", &got, &n), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "PermissionError");
+    ASSERT_RC(s, tvmrpc_upload(s, "x", 1, "../x"), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_listdir(s, "/", (char **)&got), TVMRPC_ERR_REMOTE);
+    tvmrpc_value_t a = tvmrpc_v_str("a/../../b"), v;
+    ASSERT_RC(s, call2(s, "tvm.rpc.server.workpath", &a, 1, &v), TVMRPC_ERR_REMOTE);
+    /* Symlinks inside the workspace leading out: we share the machine with
+     * the server, so plant them next to its files. */
+    char outside[256], victim[300], link1[4200], link2[4200], path[4200];
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(outside, sizeof(outside), "%s/tvmrpc-outside-%d", tmp, (int)getpid());
+    snprintf(victim, sizeof(victim), "%s/victim", outside);
+    assert_int_equal(mkdir(outside, 0755), 0);
+    FILE *fp = fopen(victim, "w");
+    assert_non_null(fp);
+    fputs("secret", fp);
+    fclose(fp);
+    char *root = workpath(s, "");
+    snprintf(link1, sizeof(link1), "%s/outdir", root);
+    snprintf(link2, sizeof(link2), "%s/outfile", root);
+    assert_int_equal(symlink(outside, link1), 0);
+    assert_int_equal(symlink(victim, link2), 0);
+    ASSERT_RC(s, tvmrpc_download(s, "outdir/victim", &got, &n), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "PermissionError");
+    ASSERT_RC(s, tvmrpc_download(s, "outfile", &got, &n), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_upload(s, "x", 1, "outdir/new"), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_listdir(s, "outdir", (char **)&got), TVMRPC_ERR_REMOTE);
+    ASSERT_OK(s, tvmrpc_remove(s, "outdir/victim"));
+    ASSERT_OK(s, tvmrpc_remove(s, victim));
+    snprintf(path, sizeof(path), "%s/new", outside);
+    assert_true(exists(victim));
+    assert_false(exists(path));
+    /* Removing the link itself is fine (it is inside). */
+    ASSERT_OK(s, tvmrpc_remove(s, "outfile"));
+    assert_true(exists(victim));
+    nop_ok(s);
+    sess_done(s);
+    unlink(victim);
+    rmdir(outside);
+    free(root);
+}
+
+/* ---- devices and arrays ----------------------------------------------------------- */
+
+static void syscall_battery(tvmrpc_sess_t *s)
+{
+    tvmrpc_value_t v, a[4];
+    tvmrpc_device_t cuda = {2, 0};
+    assert_int_equal(tvmrpc_device_exists(s, 1, 0), 1);
+    assert_int_equal(tvmrpc_device_exists(s, 1, 3), 1);
+    assert_int_equal(tvmrpc_device_exists(s, 2, 0), 0);
+    ASSERT_RC(s, tvmrpc_device_attr(s, cuda, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "Device API cuda is not enabled.");
+    ASSERT_OK(s, tvmrpc_device_attr(s, cpu0, 14, &v));
+    assert_int_equal(v.kind, TVMRPC_INT);
+    assert_true(v.u.i > 0);
+    ASSERT_OK(s, tvmrpc_device_attr(s, cpu0, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_NONE);
+    /* Streams: CPU has none; every call answers. */
+    a[0] = tvmrpc_v_device(1, 0);
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_SET_DEVICE, a, 1, &v));
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_CREATE_STREAM, a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_HANDLE);
+    assert_int_equal(v.u.h, 0);
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_GET_CURRENT_STREAM, a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_HANDLE);
+    assert_int_equal(v.u.h, 0);
+    a[1] = tvmrpc_v_handle(TVMRPC_HANDLE, 0);
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_SET_STREAM, a, 2, &v));
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_FREE_STREAM, a, 2, &v));
+    ASSERT_OK(s, tvmrpc_stream_sync(s, cpu0, 0));
+    ASSERT_RC(s, tvmrpc_stream_sync(s, cuda, 0), TVMRPC_ERR_REMOTE);
+    a[0] = tvmrpc_v_device(2, 0);
+    ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_CREATE_STREAM, a, 1, &v), TVMRPC_ERR_REMOTE);
+    /* kDevAllocData / kDevFreeData */
+    a[0] = tvmrpc_v_device(1, 0);
+    a[1] = tvmrpc_v_int(1000);
+    a[2] = tvmrpc_v_int(256);
+    a[3] = tvmrpc_v_dtype(2, 32, 1);
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_ALLOC_DATA, a, 4, &v));
+    assert_int_equal(v.kind, TVMRPC_HANDLE);
+    assert_true(v.u.h != 0 && v.u.h % 256 == 0);
+    a[1] = tvmrpc_v_handle(TVMRPC_HANDLE, v.u.h);
+    ASSERT_OK(s, tvmrpc_syscall(s, TVMRPC_SYS_FREE_DATA, a, 2, NULL));
+    ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_FREE_DATA, a, 2, NULL), TVMRPC_ERR_REMOTE);
+    a[1] = tvmrpc_v_handle(TVMRPC_HANDLE, 0xdeadbeef);
+    ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_FREE_DATA, a, 2, NULL), TVMRPC_ERR_REMOTE);
+    a[0] = tvmrpc_v_device(2, 0);
+    a[1] = tvmrpc_v_int(16);
+    a[2] = tvmrpc_v_int(64);
+    ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_ALLOC_DATA, a, 4, &v), TVMRPC_ERR_REMOTE);
+    /* Wrong argument shapes are exceptions too. */
+    ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_GET_ATTR, a, 1, &v), TVMRPC_ERR_REMOTE);
+    nop_ok(s);
+}
+
+static void test_cpu_syscalls(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    syscall_battery(s);
+    sess_done(s);
+}
+
+static void array_battery(tvmrpc_sess_t *s)
+{
+    tvmrpc_array_t a, b;
+    const int64_t shape[2] = {4, 4};
+    /* Scopes: none, "global" and "" are CPU memory; others are refused. */
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 2, shape, f32, NULL, &a));
+    assert_true(a.data % 64 == 0);
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 2, shape, f32, "global", &b));
+    ASSERT_OK(s, tvmrpc_array_free(s, &b));
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 2, shape, f32, "", &b));
+    ASSERT_OK(s, tvmrpc_array_free(s, &b));
+    ASSERT_RC(s, tvmrpc_array_alloc(s, cpu0, 2, shape, f32, "texture", &b), TVMRPC_ERR_REMOTE);
+    tvmrpc_device_t cuda = {2, 0};
+    ASSERT_RC(s, tvmrpc_array_alloc(s, cuda, 2, shape, f32, NULL, &b), TVMRPC_ERR_REMOTE);
+    float vals[16], back[16];
+    for (int i = 0; i < 16; i++)
+        vals[i] = 0.5f * (float)i;
+    ASSERT_OK(s, tvmrpc_array_copy_from_host(s, &a, vals, sizeof(vals)));
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &a, back, sizeof(back)));
+    assert_memory_equal(back, vals, sizeof(vals));
+    /* Copy among remote arrays. */
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 2, shape, f32, NULL, &b));
+    ASSERT_OK(s, tvmrpc_array_copy(s, &a, &b));
+    memset(back, 0, sizeof(back));
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &b, back, sizeof(back)));
+    assert_memory_equal(back, vals, sizeof(vals));
+    /* Out of range on the server: one byte past the allocation. */
+    tvmrpc_array_t off = a;
+    off.data = a.data + 1;
+    ASSERT_RC(s, tvmrpc_array_copy_from_host(s, &off, vals, sizeof(vals)), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "outside memory this session allocated");
+    ASSERT_RC(s, tvmrpc_array_copy_to_host(s, &off, back, sizeof(back)), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, tvmrpc_array_copy(s, &off, &b), TVMRPC_ERR_REMOTE);
+    off.data = 0x1000;
+    ASSERT_RC(s, tvmrpc_array_copy_to_host(s, &off, back, sizeof(back)), TVMRPC_ERR_REMOTE);
+    /* ... and locally: wrong sizes never reach the wire. */
+    ASSERT_RC(s, tvmrpc_array_copy_to_host(s, &a, back, sizeof(back) - 1), TVMRPC_ERR_ARG);
+    tvmrpc_array_t small;
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 1, shape, f32, NULL, &small));
+    ASSERT_RC(s, tvmrpc_array_copy(s, &a, &small), TVMRPC_ERR_ARG);
+    /* The session still works after all that. */
+    memset(back, 0, sizeof(back));
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &a, back, sizeof(back)));
+    assert_memory_equal(back, vals, sizeof(vals));
+    ASSERT_OK(s, tvmrpc_array_free(s, &small));
+    ASSERT_OK(s, tvmrpc_array_free(s, &b));
+    tvmrpc_array_t again = a;
+    ASSERT_OK(s, tvmrpc_array_free(s, &a));
+    assert_int_equal(a.data, 0);
+    ASSERT_RC(s, tvmrpc_array_free(s, &again), TVMRPC_ERR_REMOTE);
+    nop_ok(s);
+}
+
+static void test_arrays(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    array_battery(s);
+    sess_done(s);
+}
+
+static void test_array_64mib_round_trip(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    const size_t n = (size_t)64 << 20;
+    uint8_t *data = pattern(n, 11), *back = malloc(n);
+    assert_non_null(back);
+    tvmrpc_array_t a;
+    int64_t shape[1] = {(int64_t)n};
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 1, shape, u8, NULL, &a));
+    ASSERT_OK(s, tvmrpc_array_copy_from_host(s, &a, data, n));
+    memset(back, 0, n);
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &a, back, n));
+    assert_memory_equal(back, data, n);
+    ASSERT_OK(s, tvmrpc_array_free(s, &a));
+    free(data);
+    free(back);
+    sess_done(s);
+}
+
+/* ---- session lifetime ------------------------------------------------------------ */
+
+static void test_session_timeout(void **state)
+{
+    int before = h_log_count(&srv, "timed out");
+    tvmrpc_sess_t *s = open_gen(srv.port, KEY, 1, TVMRPC_GEN_UNKNOWN);
+    nop_ok(s);
+    /* Idle past the 1 s limit: the server says so, then ends the session. */
+    assert_int_equal(wait_log_count(&srv, "timed out", before, 10000), 0);
+    tvmrpc_value_t v;
+    ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_TIMEOUT);
+    assert_string_equal(tvmrpc_last_error(s),
+                        "RPCSessionTimeoutError: Your 1.0s session has expired, try to increase "
+                        "the \"session_timeout\" value.");
+    ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_IO);
+    sess_done(s);
+    assert_non_null(strstr(tvmrpc_last_error(NULL), "no session"));
+    /* The key carried the option in Python's format. */
+    assert_true(h_log_count(&srv, "key=client:" KEY " -timeout=1 started") > 0);
+    s = open_sess();
+    nop_ok(s);
+    sess_done(s);
+}
+
+/* The unsolicited timeout exception is encoded in the generation the
+ * session speaks (§2.5): tag 11 classic, 8 ffi. */
+static void timeout_tag(const char *first_hex_payload, uint32_t want_tag)
+{
+    int before = h_log_count(&srv, "timed out");
+    int fd = raw_connect(srv.port);
+    raw_hello(fd, "client:" KEY " -timeout=1");
+    uint8_t b[1024];
+    size_t n;
+    assert_int_equal(net_read_full(fd, b, 8 + strlen("server:" KEY), IO_MS, NULL, NULL), 0);
+    raw_init(fd, "0.8.0");
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    /* kDevGetAttr(cpu(0), kExist) in the chosen generation: decides it. */
+    uint8_t p[64];
+    size_t pn = 0;
+    for (const char *h = first_hex_payload; *h; h += 2) {
+        while (*h == ' ')
+            h++;
+        unsigned v;
+        sscanf(h, "%2x", &v);
+        p[pn++] = (uint8_t)v;
+    }
+    raw_send(fd, RPC_DEV_GET_ATTR, p, pn);
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    assert_int_equal(wait_log_count(&srv, "timed out", before, 10000), 0);
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_EXCEPTION);
+    assert_true(n > 16);
+    assert_int_equal(le32(b), 1);
+    assert_int_equal(le32(b + 4), want_tag);
+    assert_memory_equal(b + 16, "RPCSessionTimeoutError: ", 24);
+    assert_true(h_peer_closed(fd, IO_MS));
+    fd_done(fd);
+}
+
+static void test_timeout_exception_generation(void **state)
+{
+    timeout_tag("02000000 06000000 00000000 01000000 00000000 0000000000000000", 11);
+    timeout_tag("02000000 06000000 01000000 00000000 01000000 0000000000000000", 8);
+}
+
+static void kill_worker(int sig)
+{
+    int before = h_log_count(&srv, "worker killed by signal");
+    tvmrpc_sess_t *s = open_sess();
+    nop_ok(s);
+    pid_t kids[8];
+    assert_int_equal(children(srv.pid, kids, 8), 1);
+    assert_int_equal(kill(kids[0], sig), 0);
+    /* The next request meets a closed connection: an I/O error, not a hang. */
+    tvmrpc_value_t v;
+    ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_IO);
+    ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_IO);
+    sess_done(s);
+    assert_int_equal(wait_log_count(&srv, "worker killed by signal", before, 10000), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "worker killed by signal %d", sig);
+    assert_true(h_log_count(&srv, want) > 0);
+    s = open_sess();
+    nop_ok(s);
+    sess_done(s);
+}
+
+static void test_worker_sigkill(void **state)
+{
+    kill_worker(SIGKILL);
+}
+
+static void test_worker_sigsegv(void **state)
+{
+    kill_worker(SIGSEGV);
+}
+
+/* ---- generations ------------------------------------------------------------------- */
+
+static void battery_on(const char *protocol, int forced, int want_gen)
+{
+    hproc_t *p = proc_new();
+    const char *extra[] = {"--key", KEY, "--protocol", protocol, NULL};
+    assert_int_equal(start_server(p, extra), 0);
+    tvmrpc_sess_t *s = open_gen(p->port, KEY, 0, forced);
+    assert_int_equal(tvmrpc_generation(s), want_gen);
+    echo_battery(s);
+    workspace_battery(s);
+    syscall_battery(s);
+    array_battery(s);
+    tvmrpc_value_t a = tvmrpc_v_str("x"), v;
+    ASSERT_RC(s, call2(s, "rpc.test.except", &a, 1, &v), TVMRPC_ERR_REMOTE);
+    assert_string_equal(tvmrpc_last_error(s), "ValueError: x");
+    sess_done(s);
+    h_stop(p);
+}
+
+static void test_classic_server(void **state)
+{
+    battery_on("classic", TVMRPC_GEN_UNKNOWN, TVMRPC_GEN_CLASSIC);
+}
+
+static void test_ffi_server(void **state)
+{
+    battery_on("ffi", TVMRPC_GEN_UNKNOWN, TVMRPC_GEN_FFI);
+}
+
+/* An auto server follows a client that speaks ffi from the start. */
+static void test_auto_server_ffi_client(void **state)
+{
+    battery_on("auto", TVMRPC_GEN_FFI, TVMRPC_GEN_FFI);
+}
+
+static void echo_once(tvmrpc_sess_t *s)
+{
+    tvmrpc_value_t a = tvmrpc_v_str("via tracker"), v;
+    ASSERT_OK(s, call2(s, "testing.echo", &a, 1, &v));
+    assert_string_equal(v.u.s.p, "via tracker");
+}
+
+/* ---- proxy ------------------------------------------------------------------------ */
+
+/* Through `tvmrpc proxy` with a server in --through-proxy mode: the same
+ * client call, key = the server's device key (PROTOCOL.md §3). */
+static void test_via_proxy(void **state)
+{
+    hproc_t *px = proc_new(), *p = proc_new();
+    const char *pargv[] = {"proxy", "--host", "127.0.0.1", "--port", "0", "--web-port", "0", NULL};
+    assert_int_equal(spawn_bound(px, pargv), 0);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", px->port);
+    const char *sargv[] = {"server", "--through-proxy", "--host", "127.0.0.1", "--port",
+                           port,     "--key",           "pxk",    NULL};
+    assert_int_equal(h_spawn(p, sargv), 0);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(wait_log_count(px, "waits for key pxk", round, H_TIMEOUT_MS), 0);
+        tvmrpc_sess_t *s = open_gen(px->port, "pxk", 30, TVMRPC_GEN_UNKNOWN);
+        assert_string_equal(tvmrpc_server_key(s), "server:pxk");
+        echo_once(s);
+        array_battery(s);
+        sess_done(s);
+    }
+}
+
+/* ---- tracker -------------------------------------------------------------------------- */
+
+typedef struct tq {
+    int port;
+    const char *needle;
+} tq_t;
+
+static int summary_has(void *arg)
+{
+    tq_t *q = arg;
+    int fd = h_tracker_connect(q->port);
+    if (fd < 0)
+        return 0;
+    char *s = h_tracker_call(fd, "[6]");
+    fd_done(fd);
+    int ok = s && strstr(s, q->needle);
+    free(s);
+    return ok;
+}
+
+static void test_tracker_request(void **state)
+{
+    hproc_t *t = proc_new(), *p = proc_new();
+    assert_int_equal(h_start_tracker(t, NULL), 0);
+    char taddr[64];
+    snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", t->port);
+    const char *extra[] = {"--tracker", taddr, "--key", "trk", NULL};
+    assert_int_equal(start_server(p, extra), 0);
+    tq_t free1 = {t->port, "\"trk\": {\"free\": 1"};
+    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    char err[512];
+    tvmrpc_sess_t *s =
+        track_sess(tvmrpc_request("127.0.0.1", t->port, "trk", 1, 0, 5, err, sizeof(err)));
+    if (!s)
+        fail_msg("request: %s", err);
+    assert_string_equal(tvmrpc_server_key(s), "server:trk");
+    echo_once(s);
+    sess_done(s);
+    /* The server offers itself again with a fresh matchkey. */
+    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    tvmrpc_opts_t o;
+    tvmrpc_opts_init(&o);
+    o.session_timeout = 5;
+    o.timeout_ms = IO_MS;
+    s = track_sess(tvmrpc_request_opts("127.0.0.1", t->port, "trk", 1, 5, &o, err, sizeof(err)));
+    if (!s)
+        fail_msg("request: %s", err);
+    echo_once(s);
+    sess_done(s);
+    assert_true(h_log_count(p, " -timeout=5 started") > 0);
+    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    h_stop(p);
+    h_stop(t);
+}
+
+/* A grant pointing at nothing: one attempt, then TVM's error text. */
+static void test_tracker_request_retry_error(void **state)
+{
+    hproc_t *t = proc_new();
+    assert_int_equal(h_start_tracker(t, NULL), 0);
+    char err[NET_ERR_LEN];
+    int dead_port;
+    int lfd = net_listen_range("127.0.0.1", 0, 0, 1, &dead_port, err);
+    assert_true(lfd >= 0);
+    close(lfd);
+    int fake = track_fd(h_tracker_connect(t->port));
+    char req[256];
+    snprintf(req, sizeof(req), "[5, {\"key\": \"server:ghost\", \"addr\": [null, %d]}]", dead_port);
+    char *r = h_tracker_call(fake, req);
+    assert_string_equal(r, "0");
+    free(r);
+    snprintf(req, sizeof(req), "[3, \"ghost\", [%d, \"ghost:0.5\"], null]", dead_port);
+    r = h_tracker_call(fake, req);
+    assert_string_equal(r, "0");
+    free(r);
+    char msg[1024], want[256];
+    assert_null(tvmrpc_request("127.0.0.1", t->port, "ghost", 1, 0, 1, msg, sizeof(msg)));
+    snprintf(want, sizeof(want),
+             "Cannot request ghost after 1 retry, last_error:Connect to 127.0.0.1:%d failed",
+             dead_port);
+    if (strncmp(msg, want, strlen(want)) != 0)
+        fail_msg("got '%s'", msg);
+    assert_null(tvmrpc_request("127.0.0.1", t->port, "ghost", 1, 0, 0, msg, sizeof(msg)));
+    assert_string_equal(msg, "Cannot request ghost after 0 retry, last_error:None");
+    fd_done(fake);
+    h_stop(t);
+    /* No tracker at all. */
+    assert_null(tvmrpc_request("127.0.0.1", t->port, "ghost", 1, 0, 1, msg, sizeof(msg)));
+    assert_non_null(strstr(msg, "cannot connect to tracker"));
+}
+
+static int start_tracker_on(hproc_t *t, int port)
+{
+    char p0[16], p1[16];
+    snprintf(p0, sizeof(p0), "%d", port);
+    snprintf(p1, sizeof(p1), "%d", port + 1);
+    const char *argv[] = {"tracker", "--host", "127.0.0.1", "--port", p0, "--port-end", p1, NULL};
+    return spawn_bound(t, argv);
+}
+
+/* The tracker restarts on the same port: the server registers again by itself. */
+static void test_tracker_restart(void **state)
+{
+    char err[NET_ERR_LEN];
+    int port;
+    int lfd = net_listen_range("127.0.0.1", 0, 0, 1, &port, err);
+    assert_true(lfd >= 0);
+    close(lfd);
+    hproc_t *t = proc_new(), *p = proc_new();
+    assert_int_equal(start_tracker_on(t, port), 0);
+    char taddr[64];
+    snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", port);
+    const char *extra[] = {"--tracker", taddr, "--key", "rst", NULL};
+    assert_int_equal(start_server(p, extra), 0);
+    tq_t free1 = {port, "\"rst\": {\"free\": 1"};
+    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    h_stop(t);
+    int64_t t0 = now_ms();
+    assert_int_equal(start_tracker_on(t, port), 0);
+    /* Backoff starts at 1 s and the link is polled every 2 s. */
+    if (h_wait_until(summary_has, &free1, 45000) < 0) {
+        h_dump_log(p);
+        fail_msg("the server did not register with the restarted tracker");
+    }
+    fprintf(stderr, "    re-registered %lld ms after the tracker restart\n",
+            (long long)(now_ms() - t0));
+    char msg[512];
+    tvmrpc_sess_t *s =
+        track_sess(tvmrpc_request("127.0.0.1", port, "rst", 1, 0, 5, msg, sizeof(msg)));
+    if (!s)
+        fail_msg("request: %s", msg);
+    echo_once(s);
+    sess_done(s);
+    h_stop(p);
+    h_stop(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_connect_and_key, cleanup),
+        cmocka_unit_test_teardown(test_raw_wrong_key, cleanup),
+        cmocka_unit_test_teardown(test_raw_wrong_magic, cleanup),
+        cmocka_unit_test_teardown(test_raw_key_too_long, cleanup),
+        cmocka_unit_test_teardown(test_silent_peer, cleanup),
+        cmocka_unit_test_teardown(test_raw_before_init, cleanup),
+        cmocka_unit_test_teardown(test_raw_oversized_packet, cleanup),
+        cmocka_unit_test_teardown(test_echo_kinds, cleanup),
+        cmocka_unit_test_teardown(test_echo_function_handle_refcount, cleanup),
+        cmocka_unit_test_teardown(test_echo_unknown_handles, cleanup),
+        cmocka_unit_test_teardown(test_testing_helpers, cleanup),
+        cmocka_unit_test_teardown(test_unknown_global_and_handles, cleanup),
+        cmocka_unit_test_teardown(test_workspace, cleanup),
+        cmocka_unit_test_teardown(test_path_escapes, cleanup),
+        cmocka_unit_test_teardown(test_cpu_syscalls, cleanup),
+        cmocka_unit_test_teardown(test_arrays, cleanup),
+        cmocka_unit_test_teardown(test_array_64mib_round_trip, cleanup),
+        cmocka_unit_test_teardown(test_session_timeout, cleanup),
+        cmocka_unit_test_teardown(test_timeout_exception_generation, cleanup),
+        cmocka_unit_test_teardown(test_worker_sigkill, cleanup),
+        cmocka_unit_test_teardown(test_worker_sigsegv, cleanup),
+        cmocka_unit_test_teardown(test_classic_server, cleanup),
+        cmocka_unit_test_teardown(test_ffi_server, cleanup),
+        cmocka_unit_test_teardown(test_auto_server_ffi_client, cleanup),
+        cmocka_unit_test_teardown(test_via_proxy, cleanup),
+        cmocka_unit_test_teardown(test_tracker_request, cleanup),
+        cmocka_unit_test_teardown(test_tracker_request_retry_error, cleanup),
+        cmocka_unit_test_teardown(test_tracker_restart, cleanup),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
