@@ -947,6 +947,15 @@ static int jw_double(buf_t *out, double d)
     return buf_printf(out, "%s%s%.*s.0", sign, dg, decpt - nd, zeros);
 }
 
+int json_py_float(buf_t *out, double d)
+{
+    if (isnan(d))
+        return buf_append_str(out, "nan");
+    if (isinf(d))
+        return buf_append_str(out, d < 0 ? "-inf" : "inf");
+    return jw_double(out, d);
+}
+
 static int jw_value(buf_t *out, const json_t *v);
 
 static int jw_array(buf_t *out, const json_t *v)

@@ -93,6 +93,8 @@ const char *json_get_string(const json_t *v);
  * doubles, invalid UTF-8 bytes are escaped as \u00XX. Returns -1 on OOM /
  * buf cap, with nothing appended to out. */
 int json_dump(const json_t *v, buf_t *out);
+/* Python's str(float) (shortest repr: 10.0, 2.5, 1e-07, inf), appended to out. */
+int json_py_float(buf_t *out, double d);
 /* Convenience: heap string, caller frees. */
 char *json_dumps(const json_t *v);
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/json.h"
 #include "server/module.h"
 #include "server/session.h"
 #include "server/timeeval.h"
@@ -172,6 +173,14 @@ static int fn_echo(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t
         snprintf(err, errlen, "TypeError: echo of an array argument is not supported");
         return -1;
     }
+    /* Handing a handle out again is one more reference (PROTOCOL.md §4.7). */
+    if (args[0].kind == RV_FUNC || args[0].kind == RV_MODULE || args[0].kind == RV_OBJECT) {
+        if (!session_object_get(s, args[0].u.h, args[0].kind, NULL) ||
+            session_object_retain(s, args[0].u.h) < 0) {
+            snprintf(err, errlen, "ValueError: unknown handle");
+            return -1;
+        }
+    }
     *ret = args[0];
     return 0;
 }
@@ -208,7 +217,7 @@ static void py_str(buf_t *b, const rpc_value_t *v)
         buf_append_str(b, v->u.i ? "True" : "False");
         break;
     case RV_FLOAT:
-        buf_printf(b, "%.17g", v->u.f);
+        json_py_float(b, v->u.f);
         break;
     case RV_STR:
         buf_append(b, v->u.s.p, (size_t)v->u.s.len);

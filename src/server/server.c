@@ -101,18 +101,6 @@ double server_parse_timeout(const char *key)
     return t;
 }
 
-/* Python str() of a float, e.g. 10 -> "10.0", 2.5 -> "2.5". */
-static void py_float(char *out, size_t n, double v)
-{
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, n, "%.*g", prec, v);
-        if (strtod(out, NULL) == v)
-            break;
-    }
-    if (!strpbrk(out, ".en"))
-        strncat(out, ".0", n - strlen(out) - 1);
-}
-
 static void new_matchkey(srv_t *s)
 {
     uint64_t r = 0;
@@ -295,12 +283,17 @@ static int64_t session_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
 {
     srv_t *s = data;
     s->session_timer = NULL;
-    char secs[64], msg[256];
-    py_float(secs, sizeof(secs), s->session_timeout);
+    /* Stop the worker first so its writes cannot interleave with ours. */
+    kill(s->worker, SIGKILL);
+    buf_t secs;
+    buf_init(&secs, 64);
+    json_py_float(&secs, s->session_timeout);
+    char msg[256];
     snprintf(msg, sizeof(msg),
-             "RPCSessionTimeoutError: Your %ss session has expired, try to increase the "
+             "RPCSessionTimeoutError: Your %.*ss session has expired, try to increase the "
              "\"session_timeout\" value.",
-             secs);
+             (int)secs.len, (const char *)buf_head(&secs));
+    buf_free(&secs);
     /* Same packet the Python server sends, in the generation the worker
      * detected, then the worker is ended. */
     const rpc_codec_t *codec = &rpc_codec_classic;
@@ -315,7 +308,6 @@ static int64_t session_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
     net_write_full(s->session_fd, buf_head(&b), b.len, 1000, NULL);
     buf_free(&b);
     s->timed_out = 1;
-    kill(s->worker, SIGKILL);
     return EV_NOMORE;
 }
 
