@@ -118,8 +118,10 @@ int net_listen_range(const char *host, int port, int port_end, int backlog, int 
     if (resolve(host, port, 1, &res, err) < 0)
         return -1;
     int fd = -1;
-    /* Port 0 asks the kernel for any free port (tests use this). */
-    int last = port == 0 ? 1 : port_end;
+    /* Port 0 asks the kernel for any free port (tests use this). An empty
+     * range (TVM fails there) means just the given port: "--port 9400" with
+     * the default --port-end 9199 should not be an error. */
+    int last = port == 0 ? 1 : port_end > port ? port_end : port + 1;
     for (int p = port; p < last; p++) {
         int rc = try_bind(res, p, backlog, &fd, err);
         if (rc == 0) {

@@ -7,6 +7,8 @@ int cmd_tracker(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_server(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
+int cmd_call(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #define EXIT_USAGE 2
 

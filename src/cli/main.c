@@ -18,6 +18,8 @@ static const command_t commands[] = {
     {"proxy", cmd_proxy, "run an RPC proxy (python -m tvm.exec.rpc_proxy)"},
     {"server", cmd_server, "run an RPC server on this device (python -m tvm.exec.rpc_server)"},
     {"query", cmd_query, "print a tracker's servers and queues (python -m tvm.exec.query_rpc_tracker)"},
+    {"call", cmd_call, "call a global function on a remote server and print the result"},
+    {"run", cmd_run, "upload a compiled library to a server, load it, call (and time) a function"},
     {NULL, NULL, NULL},
 };
 
