@@ -991,8 +991,17 @@ static int jw_value(buf_t *out, const json_t *v)
         return buf_append_str(out, "null");
     case JSON_BOOL:
         return buf_append_str(out, v->u.boolean ? "true" : "false");
-    case JSON_INT:
-        return buf_printf(out, "%lld", (long long)v->u.i);
+    case JSON_INT: {
+        /* By hand: vsnprintf dominated the tracker's reply cost. */
+        char tmp[24], *e = tmp + sizeof(tmp), *q = e;
+        uint64_t u = v->u.i < 0 ? 0 - (uint64_t)v->u.i : (uint64_t)v->u.i;
+        do
+            *--q = (char)('0' + u % 10);
+        while (u /= 10);
+        if (v->u.i < 0)
+            *--q = '-';
+        return buf_append(out, q, (size_t)(e - q));
+    }
     case JSON_DOUBLE:
         return jw_double(out, v->u.d);
     case JSON_STRING:
