@@ -17,10 +17,11 @@ demo: build
 	scripts/demo.sh build/tvmrpc
 
 test: build
+	scripts/check-deps.sh build/tvmrpc
 	cd build && ctest --output-on-failure --no-tests=error -j $(JOBS)
 
 test-asan:
-	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTVMRPC_SANITIZE=ON >/dev/null
+	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTVMRPC_SANITIZE=ON -DTVMRPC_BENCH=OFF >/dev/null
 	$(CMAKE) --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure --no-tests=error -j $(JOBS)
@@ -29,7 +30,7 @@ test-cross:
 	scripts/cross-check.sh
 
 test-fuzz:
-	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF >/dev/null
+	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF -DTVMRPC_BENCH=OFF >/dev/null
 	$(CMAKE) --build build-fuzz -j $(JOBS)
 	cd build-fuzz && ctest --output-on-failure --no-tests=error -L fuzz
 
@@ -42,7 +43,7 @@ check:
 	@echo "make check: all suites passed"
 
 fuzz:
-	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF >/dev/null
+	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF -DTVMRPC_BENCH=OFF >/dev/null
 	$(CMAKE) --build build-fuzz -j $(JOBS)
 	scripts/fuzz.sh build-fuzz $${FUZZ_SECONDS:-300}
 
