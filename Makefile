@@ -4,7 +4,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 
-.PHONY: all build demo check test test-asan test-cross test-fuzz fuzz format clean
+.PHONY: all build demo check test test-asan test-cross test-board test-deb test-fuzz fuzz format clean
 
 all: build
 
@@ -29,6 +29,14 @@ test-asan:
 test-cross:
 	scripts/cross-check.sh
 
+# The seed's whole flow on an emulated aarch64 board (tracker, proxy, netns).
+test-board: build
+	scripts/e2e-board.sh --host-build build -j $(JOBS)
+
+# Build the .deb, install it, use it, purge it.
+test-deb:
+	scripts/deb-check.sh -j $(JOBS)
+
 test-fuzz:
 	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF -DTVMRPC_BENCH=OFF >/dev/null
 	$(CMAKE) --build build-fuzz -j $(JOBS)
@@ -39,6 +47,8 @@ check:
 	$(MAKE) test
 	$(MAKE) test-asan
 	$(MAKE) test-cross
+	$(MAKE) test-board
+	$(MAKE) test-deb
 	$(MAKE) test-fuzz
 	@echo "make check: all suites passed"
 
@@ -51,4 +61,5 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-fuzz build-aarch64 build-armhf build-riscv64
+	rm -rf build build-asan build-fuzz build-aarch64 build-armhf build-riscv64 \
+		build-e2e build-aarch64-dyn build-aarch64-static build-deb build-bench

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 packages_for() {
     case "$1" in
     build) echo "cmake make gcc libc6-dev pkg-config libcmocka-dev" ;;
-    check) echo "cmake make gcc libc6-dev pkg-config libcmocka-dev clang libclang-rt-14-dev file procps" ;;
+    check) echo "cmake make gcc libc6-dev pkg-config libcmocka-dev clang libclang-rt-14-dev file procps iproute2 dpkg" ;;
     cross) grep -v '^#' "$here/deps-cross.txt" 2>/dev/null | tr '\n' ' ' ;;
     *) echo "deps.sh: unknown profile '$1'" >&2; exit 2 ;;
     esac
