@@ -279,23 +279,12 @@ static void worker_main(srv_t *s, int fd)
     _exit(rc == 0 ? 0 : 1);
 }
 
-static int64_t session_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
+/* End the running session from the parent: stop the worker first so its
+ * writes cannot interleave with ours, then send the client one kException
+ * in the generation the worker detected (as the Python server does). */
+static void session_abort(srv_t *s, const char *msg)
 {
-    srv_t *s = data;
-    s->session_timer = NULL;
-    /* Stop the worker first so its writes cannot interleave with ours. */
     kill(s->worker, SIGKILL);
-    buf_t secs;
-    buf_init(&secs, 64);
-    json_py_float(&secs, s->session_timeout);
-    char msg[256];
-    snprintf(msg, sizeof(msg),
-             "RPCSessionTimeoutError: Your %.*ss session has expired, try to increase the "
-             "\"session_timeout\" value.",
-             (int)secs.len, (const char *)buf_head(&secs));
-    buf_free(&secs);
-    /* Same packet the Python server sends, in the generation the worker
-     * detected, then the worker is ended. */
     const rpc_codec_t *codec = &rpc_codec_classic;
     if (*s->generation == RPC_PROTOCOL_FFI ||
         (*s->generation == RPC_PROTOCOL_AUTO && s->cfg->session.undecided_default == RPC_PROTOCOL_FFI))
@@ -307,6 +296,22 @@ static int64_t session_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
     rpc_packet_end(&b, at);
     net_write_full(s->session_fd, buf_head(&b), b.len, 1000, NULL);
     buf_free(&b);
+}
+
+static int64_t session_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
+{
+    srv_t *s = data;
+    s->session_timer = NULL;
+    buf_t secs;
+    buf_init(&secs, 64);
+    json_py_float(&secs, s->session_timeout);
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "RPCSessionTimeoutError: Your %.*ss session has expired, try to increase the "
+             "\"session_timeout\" value.",
+             (int)secs.len, (const char *)buf_head(&secs));
+    buf_free(&secs);
+    session_abort(s, msg);
     s->timed_out = 1;
     return EV_NOMORE;
 }
@@ -712,7 +717,12 @@ int server_run(const server_config_t *cfg, int sig_fd)
     rc = ev_run(s.loop) < 0 ? 1 : 0;
 out:
     if (s.worker > 0) {
-        kill(s.worker, SIGKILL);
+        /* Leave the tracker first, then tell the client why its session ends. */
+        if (s.tfd >= 0) {
+            close(s.tfd);
+            s.tfd = -1;
+        }
+        session_abort(&s, "RPCError: the server is shutting down");
         waitpid(s.worker, NULL, 0);
         ws_destroy(&s.session_ws);
     }
