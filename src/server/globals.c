@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/json.h"
+#include "server/graph_executor.h"
 #include "server/module.h"
 #include "server/session.h"
 #include "server/timeeval.h"
@@ -313,6 +314,7 @@ static const rpc_global_t globals[] = {
     {"runtime.ModuleGetFunction", module_fn_get_function},
     {"runtime.SystemLib", module_fn_system_lib},
     {"runtime.RPCTimeEvaluator", timeeval_fn_create},
+    {"tvm.graph_executor.create", gexec_fn_create},
     {"cache_flush_cpu_non_first_arg", timeeval_fn_cache_flush},
     {"tvm.contrib.random.random_fill", timeeval_fn_random_fill},
     {"tvm.contrib.random.random_fill_for_measure", timeeval_fn_random_fill_measure},

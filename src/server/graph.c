@@ -449,9 +449,15 @@ int graph_read_ndarray(rd_t *r, rpc_tensor_t *t, void **data, uint64_t *nbytes, 
             return gerr(err, errlen, "Invalid DLTensor file format: bad shape");
         expect *= t->shape[i];
     }
-    if (rd_i64(r, &size) < 0 || size != expect || (uint64_t)size > r->left)
+    if (rd_i64(r, &size) < 0)
+        return gerr(err, errlen, "Invalid DLTensor file format: truncated header");
+    if (size != expect)
         return gerr(err, errlen, "Invalid DLTensor file format: data size %lld, expected %lld",
                     (long long)size, (long long)expect);
+    if ((uint64_t)size > r->left)
+        return gerr(err, errlen,
+                    "Invalid DLTensor file format: truncated: %lld data bytes, %zu left",
+                    (long long)size, r->left);
     const uint8_t *p;
     rd_bytes(r, (size_t)size, &p);
     if (posix_memalign(data, 64, size ? (size_t)size : 1) != 0)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "server/graph_executor.h"
 #include "server/timeeval.h"
 
 #define CTX_MAGIC 0x74766d72706363ULL /* "tvmrpcc" */
@@ -238,6 +239,90 @@ int mfunc_call(mfunc_t *f, TVMValue *args, int *codes, int n, TVMValue *ret, int
     return -1;
 }
 
+/* ---- objects and arrays natives return ------------------------------------------ */
+
+#define MOBJ_MAGIC 0x6d6f626a74766d72ULL /* "rmvtjbom" */
+
+void mobj_init(mobj_t *o, const char *type_key, void (*destroy)(mobj_t *o))
+{
+    o->magic = MOBJ_MAGIC;
+    o->refs = 1;
+    o->type_key = type_key;
+    o->destroy = destroy;
+}
+
+void mobj_retain(mobj_t *o)
+{
+    ref_inc(&o->refs);
+}
+
+void mobj_release(mobj_t *o)
+{
+    if (!o || ref_dec(&o->refs) > 0)
+        return;
+    o->magic = 0;
+    o->destroy(o);
+}
+
+static mnd_t *mnd_of(mobj_t *o)
+{
+    return (mnd_t *)(void *)((char *)o - offsetof(mnd_t, obj));
+}
+
+static void mnd_destroy(mobj_t *o)
+{
+    mnd_t *a = mnd_of(o);
+    if (a->release)
+        a->release(a->owner);
+    free(a);
+}
+
+mnd_t *mnd_new(const DLTensor *view, void (*release)(void *owner), void *owner)
+{
+    mnd_t *a = NULL;
+    if (view->ndim >= 0 && view->ndim <= RPC_MAX_NDIM && (view->ndim == 0 || view->shape))
+        a = calloc(1, sizeof(*a));
+    if (!a) {
+        if (release)
+            release(owner);
+        return NULL;
+    }
+    a->dl = *view;
+    if (view->ndim)
+        memcpy(a->shape, view->shape, (size_t)view->ndim * sizeof(int64_t));
+    a->dl.shape = a->shape;
+    a->dl.strides = NULL;
+    a->release = release;
+    a->owner = owner;
+    mobj_init(&a->obj, "runtime.NDArray", mnd_destroy);
+    return a;
+}
+
+/* The mnd behind a code-13 handle, if it is one of ours. */
+static mnd_t *mnd_from_handle(void *h)
+{
+    mnd_t *a = h;
+    return a && a->obj.magic == MOBJ_MAGIC ? a : NULL;
+}
+
+static mobj_t *mobj_from_handle(void *h)
+{
+    mobj_t *o = h;
+    return o && o->magic == MOBJ_MAGIC ? o : NULL;
+}
+
+void module_value_release(TVMValue *v, int code)
+{
+    if (code == kTVMModuleHandle)
+        mod_release(v->v_handle);
+    else if (code == kTVMPackedFuncHandle)
+        mfunc_release(v->v_handle);
+    else if (code == kTVMObjectHandle)
+        mobj_release(mobj_from_handle(v->v_handle));
+    else if (code == kTVMNDArrayHandle)
+        mnd_release(mnd_from_handle(v->v_handle));
+}
+
 /* ---- session handles ------------------------------------------------------ */
 
 static void sobj_mod_destroy(void *self)
@@ -260,6 +345,13 @@ static void sobj_func_destroy(void *self)
 
 static const sobj_ops_t func_sops = {
     .type_key = "runtime.PackedFunc", .call = sobj_func_call, .destroy = sobj_func_destroy};
+
+static void sobj_obj_destroy(void *self)
+{
+    mobj_release(self);
+}
+
+static const sobj_ops_t obj_sops = {.type_key = "runtime.Object", .destroy = sobj_obj_destroy};
 
 uint64_t module_handle_new(session_t *s, mod_t *m)
 {
@@ -494,6 +586,32 @@ static int scratch_copy(session_t *s, const void *p, size_t len, rpc_value_t *re
     return 0;
 }
 
+static int tensor_to_rpc(const DLTensor *d, rpc_tensor_t *t);
+
+/* An object (code 8) or array (code 13) result: the session handle takes
+ * over its reference; an array's tensor is sent from the mnd itself, which
+ * lives at least until the client frees the handle. */
+static int obj_to_rpc(session_t *s, const mfunc_t *f, TVMValue *v, int code, rpc_value_t *ret,
+                      char *err, size_t errlen)
+{
+    mnd_t *a = code == kTVMNDArrayHandle ? mnd_from_handle(v->v_handle) : NULL;
+    mobj_t *o = a ? &a->obj : mobj_from_handle(v->v_handle);
+    if (!o || (a && tensor_to_rpc(&a->dl, &a->wire) < 0)) {
+        mobj_release(o);
+        snprintf(err, errlen,
+                 "TypeError: %s returned an object (type code %d) this server cannot send", f->name,
+                 code);
+        return -1;
+    }
+    if (!(ret->u.h = session_object_new(s, RV_OBJECT, &obj_sops, o))) {
+        snprintf(err, errlen, "MemoryError: out of memory");
+        return -1;
+    }
+    ret->kind = a ? RV_NDARRAY : RV_OBJECT;
+    ret->t = a ? &a->wire : NULL;
+    return 0;
+}
+
 static int ret_to_rpc(session_t *s, const mfunc_t *f, TVMValue *v, int code, rpc_value_t *ret,
                       char *err, size_t errlen)
 {
@@ -556,6 +674,9 @@ static int ret_to_rpc(session_t *s, const mfunc_t *f, TVMValue *v, int code, rpc
         if ((ret->u.h = mfunc_handle_new(s, v->v_handle)) != 0)
             return 0;
         break;
+    case kTVMObjectHandle:
+    case kTVMNDArrayHandle:
+        return obj_to_rpc(s, f, v, code, ret, err, errlen);
     default:
         snprintf(err, errlen,
                  "TypeError: %s returned a value of type code %d, which cannot be "
@@ -1047,14 +1168,27 @@ static mod_t *lib_module_new(lib_t *l)
 
 /* ---- the import blob (§2.3) --------------------------------------------------- */
 
-/* Entry kinds we can deserialize. Add GraphExecutorFactory, relax.VMExecutable,
- * ... here; every other kind fails the load (payloads have no length). */
+/* Entry kinds we can deserialize (relax.VMExecutable would go here);
+ * every other kind fails the load (payloads have no length). */
 static const struct {
     const char *kind;
     blob_loader_fn load;
 } blob_loaders[] = {
+    {"GraphExecutorFactory", gexec_factory_load},
+    {"GraphRuntimeFactory", gexec_factory_load}, /* its name before TVM v0.8 */
     {NULL, NULL},
 };
+
+/* "A, B" for the error naming what we can load. */
+static void blob_loader_names(char *out, size_t outlen)
+{
+    size_t at = 0;
+    out[0] = '\0';
+    for (int i = 0; blob_loaders[i].kind && at < outlen; i++) {
+        int n = snprintf(out + at, outlen - at, "%s%s", i ? ", " : "", blob_loaders[i].kind);
+        at += n > 0 ? (size_t)n : 0;
+    }
+}
 
 static blob_loader_fn blob_loader_find(const uint8_t *key, size_t len)
 {
@@ -1147,11 +1281,13 @@ static int blob_entry(blob_t *b, lib_t *l, rd_t *r, char *err, size_t errlen)
     }
     blob_loader_fn load = blob_loader_find(key, (size_t)klen);
     if (!load) {
+        char names[256];
+        blob_loader_names(names, sizeof(names));
         snprintf(err, errlen,
                  "TVMError: Binary was created using %.*s but a loader of that "
-                 "name is not registered. Available loaders are (none). Perhaps you need to "
+                 "name is not registered. Available loaders are %s. Perhaps you need to "
                  "recompile with this runtime enabled.",
-                 (int)klen, (const char *)key);
+                 (int)klen, (const char *)key, names);
         return -1;
     }
     mod_t *m = NULL;

@@ -73,6 +73,46 @@ int mfunc_call(mfunc_t *f, TVMValue *args, int *codes, int n, TVMValue *ret, int
  * allocations and passed as DLTensor*, the result becomes an RPC value. */
 int mfunc_rpc_call(session_t *s, mfunc_t *f, const rpc_value_t *args, int nargs, rpc_value_t *ret,
                    char *err, size_t errlen);
+
+/* Objects and arrays that native functions return (packed codes 8 and 13),
+ * new references like returned modules and functions. A code-8 handle is
+ * an mobj_t; a code-13 handle is the DLTensor that opens an mnd_t. A
+ * client receives an object as an opaque handle and an array as the
+ * tensor plus a handle; freeing the handle drops the reference. */
+typedef struct mobj mobj_t;
+struct mobj {
+    uint64_t magic; /* tells our objects from foreign pointers */
+    int refs;
+    const char *type_key;
+    void (*destroy)(mobj_t *o); /* frees o */
+};
+
+/* Initialise an object the caller allocated: one reference. */
+void mobj_init(mobj_t *o, const char *type_key, void (*destroy)(mobj_t *o));
+void mobj_retain(mobj_t *o);
+void mobj_release(mobj_t *o);
+
+typedef struct mnd {
+    DLTensor dl; /* first: a code-13 handle points here */
+    mobj_t obj;
+    int64_t shape[RPC_MAX_NDIM];
+    rpc_tensor_t wire; /* what a client is sent */
+    void (*release)(void *owner);
+    void *owner;
+} mnd_t;
+
+/* A compact array viewing view's memory (shape copied); release(owner)
+ * runs when the last reference goes. NULL on OOM or a bad view (then
+ * release(owner) ran). */
+mnd_t *mnd_new(const DLTensor *view, void (*release)(void *owner), void *owner);
+static inline void mnd_release(mnd_t *a)
+{
+    if (a)
+        mobj_release(&a->obj);
+}
+/* Drop the reference a packed result holds (codes 8, 9, 10, 13). */
+void module_value_release(TVMValue *v, int code);
+
 /* The global function name as an mfunc (borrowed; lives for the process):
  * packed-ABI natives first, then the RPC global table. NULL if absent. */
 mfunc_t *module_global_function(const char *name);
@@ -92,9 +132,9 @@ uint64_t mfunc_handle_new(session_t *s, mfunc_t *f);
 mfunc_t *mfunc_from_handle(const session_t *s, uint64_t h);
 
 /* Packed import blob entries (§2.3): a loader reads exactly its entry's
- * payload from r and returns a new module. To support a kind (for example
- * GraphExecutorFactory or relax.VMExecutable), add it to blob_loaders[]
- * in module.c; unknown kinds fail the whole load. */
+ * payload from r and returns a new module. To support a kind (as
+ * GraphExecutorFactory is, or relax.VMExecutable), add it to
+ * blob_loaders[] in module.c; unknown kinds fail the whole load. */
 typedef int (*blob_loader_fn)(rd_t *r, mod_t **out, char *err, size_t errlen);
 
 /* Load a shared library as a module (§2.1, §2.2): the returned root (new

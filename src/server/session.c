@@ -14,6 +14,7 @@
 
 #include "base/log.h"
 #include "base/net.h"
+#include "server/hostmem.h"
 
 #define MAX_ARGS 256
 #define CPU_DEVICE 1
@@ -78,7 +79,8 @@ int session_check_range(const session_t *s, uint64_t p, uint64_t n)
         if (p >= base && p - base <= s->allocs[i].n && n <= s->allocs[i].n - (p - base))
             return 0;
     }
-    return -1;
+    /* Storage of runtime objects (graph executor) handed out as arrays. */
+    return hostmem_contains(p, n) ? 0 : -1;
 }
 
 /* ---- replies --------------------------------------------------------------- */

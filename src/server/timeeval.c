@@ -36,13 +36,11 @@ static void sleep_ms(int ms)
         ;
 }
 
-/* Results we do not keep may still be references. */
+/* Results we do not keep may still be references (run_from_inputs
+ * returns a fresh array object per call). */
 static void discard(TVMValue *v, int code)
 {
-    if (code == kTVMModuleHandle)
-        mod_release(v->v_handle);
-    else if (code == kTVMPackedFuncHandle)
-        mfunc_release(v->v_handle);
+    module_value_release(v, code);
 }
 
 static int call_discard(mfunc_t *f, TVMValue *args, int *codes, int n)

@@ -168,6 +168,9 @@ static void test_params_blob(void **state)
     assert_int_equal(graph_read_params(&p, buf_head(&b), b.len, 1, err, sizeof(err)), 0);
     assert_int_equal(p.n, 2);
     graph_params_free(&p);
+    /* Cut inside the last array's data: the message says so. */
+    assert_int_equal(graph_read_params(&p, buf_head(&b), b.len - 1, 0, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "params weight: Invalid DLTensor file format: truncated"));
     /* Every truncation is an error, never an overread (ASan watches). */
     for (size_t n = 0; n < b.len; n++) {
         uint8_t *copy = malloc(n ? n : 1);
