@@ -20,6 +20,7 @@ static const command_t commands[] = {
     {"query", cmd_query, "print a tracker's servers and queues (python -m tvm.exec.query_rpc_tracker)"},
     {"call", cmd_call, "call a global function on a remote server and print the result"},
     {"run", cmd_run, "upload a compiled library to a server, load it, call (and time) a function"},
+    {"bench", cmd_bench, "measure a server, proxy and tracker against raw loopback TCP"},
     {NULL, NULL, NULL},
 };
 
