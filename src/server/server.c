@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -268,8 +269,13 @@ static void load_libraries(const char *list)
     }
 }
 
-static void worker_main(srv_t *s, int fd)
+static void worker_main(srv_t *s, int fd, pid_t parent)
 {
+    /* A worker must not outlive its server: if the parent is killed, the
+     * session ends too (the client sees the connection close). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
@@ -347,6 +353,7 @@ static void session_start(srv_t *s, int fd, const char *ip, const char *client_k
         tracker_announce(s);
         return;
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         log_error("server: fork: %s", strerror(errno));
@@ -360,7 +367,7 @@ static void session_start(srv_t *s, int fd, const char *ip, const char *client_k
         if (s->tfd >= 0)
             close(s->tfd);
         net_set_nonblock(fd, 0);
-        worker_main(s, fd);
+        worker_main(s, fd, parent);
     }
     s->worker = pid;
     s->session_fd = fd;
