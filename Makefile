@@ -4,7 +4,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 
-.PHONY: all build demo check test test-asan test-cross test-board test-deb test-fuzz fuzz format clean
+.PHONY: all build demo check test test-asan test-cross test-board test-deb test-fuzz fuzz soak format clean
 
 all: build
 
@@ -56,6 +56,10 @@ fuzz:
 	$(CMAKE) -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTVMRPC_FUZZ=ON -DTVMRPC_TESTS=OFF -DTVMRPC_BENCH=OFF >/dev/null
 	$(CMAKE) --build build-fuzz -j $(JOBS)
 	scripts/fuzz.sh build-fuzz $${FUZZ_SECONDS:-300}
+
+# Long soak (default 10 minutes): SOAK_SECONDS=3600 make soak
+soak:
+	scripts/soak.sh $${SOAK_SECONDS:-600}
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -164,9 +164,10 @@ int net_accept(int lfd, char *ip, size_t iplen, int *port, char *err)
         fd = accept4(lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) {
+        int busy = errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             net_err(err, "accept: %s", strerror(errno));
-        return -1;
+        return busy ? NET_ACCEPT_BUSY : -1;
     }
     net_set_nodelay(fd);
     if (ip)

@@ -17,7 +17,12 @@
 int net_listen_range(const char *host, int port, int port_end, int backlog, int *bound,
                      char *err);
 /* Accept one connection (non-blocking listener): returns fd (non-blocking,
- * CLOEXEC, TCP_NODELAY), or -1 with errno EAGAIN when none is pending. */
+ * CLOEXEC, TCP_NODELAY), or -1 with errno EAGAIN when none is pending, or
+ * NET_ACCEPT_BUSY (err set) when out of descriptors or memory: the
+ * connection stays queued, so a level-triggered caller must stop watching
+ * the listener for a while instead of retrying at once. */
+#define NET_ACCEPT_BUSY (-2)
+#define NET_ACCEPT_PAUSE_MS 500
 int net_accept(int lfd, char *ip, size_t iplen, int *port, char *err);
 
 /* Blocking connect with a timeout (ms, -1 = OS default) trying every address

@@ -84,6 +84,9 @@ int cmd_server(int argc, char **argv)
     log_set_silent(silent);
     cfg.handshake_timeout_ms = handshake_s * 1000;
     cfg.session.max_packet = (uint64_t)(max_packet_mb * 1048576.0);
+    /* Under `ulimit -f` a too-large upload must fail with EFBIG (a clear
+     * error for the client, no partial file) instead of killing the worker. */
+    signal(SIGXFSZ, SIG_IGN);
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
     int sig_fd = sig_pipe_install(sigs, 4);
     cfg.allow = &acl;

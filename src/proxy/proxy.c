@@ -112,6 +112,7 @@ struct proxy {
     proxy_config_t cfg;
     ev_loop_t *loop;
     int lfd, port, wfd, web_port, sig_fd;
+    ev_timer_t *accept_timer[2]; /* [ws]: accepting paused, out of descriptors */
     uint64_t next_id;
     size_t nconns;
     pconn_t *first;
@@ -1055,12 +1056,39 @@ static void pc_create(proxy_t *p, int fd, const char *ip, int port, int ws)
     }
 }
 
+static void proxy_on_accept(ev_loop_t *loop, int fd, void *data, int mask);
+static void proxy_on_web_accept(ev_loop_t *loop, int fd, void *data, int mask);
+
+static int64_t proxy_accept_resume(ev_loop_t *loop, ev_timer_t *t, void *data)
+{
+    proxy_t *p = data;
+    int ws = t == p->accept_timer[1];
+    p->accept_timer[ws] = NULL;
+    ev_add(loop, ws ? p->wfd : p->lfd, EV_READ, ws ? proxy_on_web_accept : proxy_on_accept, p);
+    return EV_NOMORE;
+}
+
+/* The listener stays readable while accept fails for want of descriptors:
+ * stop watching it for a while instead of spinning and flooding the log. */
+static void proxy_accept_pause(proxy_t *p, int lfd, int ws, const char *err)
+{
+    ev_del(p->loop, lfd, EV_READ);
+    if (p->accept_timer[ws])
+        return;
+    log_warn("proxy: %s; not accepting for %d ms", err, NET_ACCEPT_PAUSE_MS);
+    p->accept_timer[ws] = ev_timer_add(p->loop, NET_ACCEPT_PAUSE_MS, proxy_accept_resume, p);
+}
+
 static void proxy_accept(proxy_t *p, int lfd, int ws)
 {
     for (int i = 0; i < 256; i++) {
         char ip[NET_IP_LEN], err[NET_ERR_LEN] = "";
         int port = 0;
         int fd = net_accept(lfd, ip, sizeof(ip), &port, err);
+        if (fd == NET_ACCEPT_BUSY) {
+            proxy_accept_pause(p, lfd, ws, err);
+            return;
+        }
         if (fd < 0) {
             if (err[0])
                 log_warn("proxy: %s", err);

@@ -64,6 +64,7 @@ typedef struct srv {
     int misses;
     int backoff_ms;
     ev_timer_t *tracker_timer;
+    ev_timer_t *accept_timer; /* accepting paused: out of descriptors */
     int stopping;
     volatile int *generation; /* shared with the worker: which codec it detected */
     ws_t session_ws; /* made by the parent, so it is removed even if the worker is killed */
@@ -525,6 +526,26 @@ static int64_t on_handshake_timeout(ev_loop_t *loop, ev_timer_t *t, void *data)
     return EV_NOMORE;
 }
 
+static int64_t accept_resume(ev_loop_t *loop, ev_timer_t *t, void *data)
+{
+    srv_t *s = data;
+    s->accept_timer = NULL;
+    if (s->worker <= 0)
+        srv_accepting(s, 1);
+    return EV_NOMORE;
+}
+
+/* The listener stays readable while accept fails for want of descriptors:
+ * stop watching it for a while instead of spinning and flooding the log. */
+static void accept_pause(srv_t *s, const char *err)
+{
+    srv_accepting(s, 0);
+    if (s->accept_timer)
+        return;
+    log_warn("server: %s; not accepting for %d ms", err, NET_ACCEPT_PAUSE_MS);
+    s->accept_timer = ev_timer_add(s->loop, NET_ACCEPT_PAUSE_MS, accept_resume, s);
+}
+
 static void on_accept(ev_loop_t *loop, int lfd, void *data, int mask)
 {
     srv_t *s = data;
@@ -532,6 +553,10 @@ static void on_accept(ev_loop_t *loop, int lfd, void *data, int mask)
         char ip[NET_IP_LEN], err[NET_ERR_LEN] = "";
         int port;
         int fd = net_accept(lfd, ip, sizeof(ip), &port, err);
+        if (fd == NET_ACCEPT_BUSY) {
+            accept_pause(s, err);
+            return;
+        }
         if (fd < 0) {
             if (err[0])
                 log_warn("server: %s", err);
@@ -562,8 +587,8 @@ static void on_accept(ev_loop_t *loop, int lfd, void *data, int mask)
 
 static void srv_accepting(srv_t *s, int on)
 {
-    if (s->lfd < 0)
-        return;
+    if (s->lfd < 0 || (on && s->accept_timer))
+        return; /* accept_resume turns it back on */
     if (on)
         ev_add(s->loop, s->lfd, EV_READ, on_accept, s);
     else

@@ -58,6 +58,7 @@ struct tracker {
     ev_loop_t *loop;
     sched_t *sched;
     int lfd, port, sig_fd;
+    ev_timer_t *accept_timer; /* accepting paused: out of descriptors */
     uint64_t next_id;
     size_t nconns;
     conn_t *first, *last;
@@ -612,6 +613,27 @@ static void conn_create(tracker_t *t, int fd, const char *ip, int port)
     log_debug("%s: #%llu from %s:%d", __func__, (unsigned long long)c->id, ip, port);
 }
 
+static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask);
+
+static int64_t tracker_accept_resume(ev_loop_t *loop, ev_timer_t *tm, void *data)
+{
+    tracker_t *t = data;
+    t->accept_timer = NULL;
+    ev_add(loop, t->lfd, EV_READ, tracker_on_accept, t);
+    return EV_NOMORE;
+}
+
+/* The listener stays readable while accept fails for want of descriptors:
+ * stop watching it for a while instead of spinning and flooding the log. */
+static void tracker_accept_pause(tracker_t *t, const char *err)
+{
+    ev_del(t->loop, t->lfd, EV_READ);
+    if (t->accept_timer)
+        return;
+    log_warn("tracker: %s; not accepting for %d ms", err, NET_ACCEPT_PAUSE_MS);
+    t->accept_timer = ev_timer_add(t->loop, NET_ACCEPT_PAUSE_MS, tracker_accept_resume, t);
+}
+
 static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask)
 {
     tracker_t *t = data;
@@ -620,6 +642,10 @@ static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask)
         char ip[NET_IP_LEN], err[NET_ERR_LEN] = "";
         int port = 0;
         int cfd = net_accept(fd, ip, sizeof(ip), &port, err);
+        if (cfd == NET_ACCEPT_BUSY) {
+            tracker_accept_pause(t, err);
+            return;
+        }
         if (cfd < 0) {
             if (err[0])
                 log_warn("tracker: %s", err);
