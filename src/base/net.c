@@ -288,24 +288,19 @@ static int deadline_left(int64_t deadline)
     return left < 0 ? 0 : (int)left;
 }
 
-int net_read_full(int fd, void *p, size_t n, int timeout_ms, int *eof, char *err)
+/* One recv of at most n bytes (at least one), honouring the deadline;
+ * -1 with *eof set when the peer closed before anything arrived. */
+static ssize_t recv_some(int fd, void *p, size_t n, int64_t deadline, int *eof, char *err)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
-    size_t got = 0;
-    if (eof)
-        *eof = 0;
-    while (got < n) {
+    for (;;) {
         /* MSG_DONTWAIT: the deadline must hold on blocking sockets too.
          * Without a deadline a plain blocking recv saves an EAGAIN + poll
          * pair per read, which is most of an empty call's cost. */
-        ssize_t r = recv(fd, (char *)p + got, n - got, timeout_ms < 0 ? 0 : MSG_DONTWAIT);
-        if (r > 0) {
-            got += (size_t)r;
-            continue;
-        }
+        ssize_t r = recv(fd, p, n, deadline < 0 ? 0 : MSG_DONTWAIT);
+        if (r > 0)
+            return r;
         if (r == 0) {
-            if (eof && got == 0)
-                *eof = 1;
+            *eof = 1;
             net_err(err, "connection closed by peer");
             return -1;
         }
@@ -320,6 +315,84 @@ int net_read_full(int fd, void *p, size_t n, int timeout_ms, int *eof, char *err
             net_err(err, "recv: %s", rc == 0 ? "timed out" : strerror(errno));
             return -1;
         }
+    }
+}
+
+static int read_full_until(int fd, void *p, size_t n, int64_t deadline, int *eof, char *err)
+{
+    size_t got = 0;
+    while (got < n) {
+        int closed = 0;
+        ssize_t r = recv_some(fd, (char *)p + got, n - got, deadline, &closed, err);
+        if (r < 0) {
+            if (eof && closed && got == 0)
+                *eof = 1;
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int net_read_full(int fd, void *p, size_t n, int timeout_ms, int *eof, char *err)
+{
+    if (eof)
+        *eof = 0;
+    return read_full_until(fd, p, n, timeout_ms < 0 ? -1 : mono_ms() + timeout_ms, eof, err);
+}
+
+/* ---- buffered reader ------------------------------------------------------- */
+
+int net_reader_init(net_reader_t *rd, int fd, size_t cap)
+{
+    memset(rd, 0, sizeof(*rd));
+    rd->fd = fd;
+    rd->buf = malloc(cap);
+    if (!rd->buf)
+        return -1;
+    rd->cap = cap;
+    return 0;
+}
+
+void net_reader_free(net_reader_t *rd)
+{
+    free(rd->buf);
+    memset(rd, 0, sizeof(*rd));
+    rd->fd = -1;
+}
+
+/* Small reads are served from one recv of up to cap bytes, so a whole
+ * request (header, code and body) usually costs one syscall; reads of at
+ * least half the buffer go straight to the caller's memory (bulk array
+ * data is never copied twice). */
+int net_reader_read(net_reader_t *rd, void *p, size_t n, int timeout_ms, int *eof, char *err)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    uint8_t *out = p;
+    size_t got = 0;
+    if (eof)
+        *eof = 0;
+    while (got < n) {
+        size_t have = rd->len - rd->pos;
+        if (have) {
+            size_t k = have < n - got ? have : n - got;
+            memcpy(out + got, rd->buf + rd->pos, k);
+            rd->pos += k;
+            got += k;
+            continue;
+        }
+        rd->pos = rd->len = 0;
+        if (n - got >= rd->cap / 2)
+            return read_full_until(rd->fd, out + got, n - got, deadline,
+                                   got == 0 ? eof : NULL, err);
+        int closed = 0;
+        ssize_t r = recv_some(rd->fd, rd->buf, rd->cap, deadline, &closed, err);
+        if (r < 0) {
+            if (eof && closed && got == 0)
+                *eof = 1;
+            return -1;
+        }
+        rd->len = (size_t)r;
     }
     return 0;
 }

@@ -46,6 +46,23 @@ int net_local_port(int fd);
  * A read that hits EOF before any byte sets *eof (if non-NULL). */
 int net_read_full(int fd, void *p, size_t n, int timeout_ms, int *eof, char *err);
 int net_write_full(int fd, const void *p, size_t n, int timeout_ms, char *err);
+
+/* A read-ahead buffer over a socket, for request/reply loops: the reader
+ * owns every byte received on fd after net_reader_init, so all reads of
+ * that fd must go through it. */
+typedef struct net_reader {
+    int fd;
+    uint8_t *buf;
+    size_t cap, pos, len;
+} net_reader_t;
+int net_reader_init(net_reader_t *rd, int fd, size_t cap);
+void net_reader_free(net_reader_t *rd);
+/* Like net_read_full. */
+int net_reader_read(net_reader_t *rd, void *p, size_t n, int timeout_ms, int *eof, char *err);
+static inline size_t net_reader_buffered(const net_reader_t *rd)
+{
+    return rd->len - rd->pos;
+}
 /* One writev for the whole message where the kernel takes it (avoids Nagle
  * stalls between header and body); loops on partial writes. iov is modified. */
 int net_writev_full(int fd, struct iovec *iov, int iovcnt, int timeout_ms, char *err);

@@ -25,6 +25,7 @@
 #define MAX_REPLY (((uint64_t)4 << 30) + 65536)
 #define MAX_ARGS 1024
 #define MAX_PACKET_FUNC "tvm.rpc.server.GetCRTMaxPacketSize"
+#define CLIENT_READAHEAD 65536
 
 /* Functions the workspace helpers look up once and free at close, as the
  * stock client caches them. */
@@ -48,6 +49,7 @@ struct tvmrpc_sess {
     char err[ERR_LEN];
     char dead_why[ERR_LEN];
     buf_t out, in;
+    net_reader_t rd; /* every read of fd; a whole small reply costs one recv */
     uint64_t max_packet; /* from GetCRTMaxPacketSize, cached once known (§4.10) */
     uint64_t fn[FN_COUNT];
     rpc_tensor_t ret_tensor;
@@ -120,7 +122,7 @@ static int usable(tvmrpc_sess_t *s)
 static int recv_exact(tvmrpc_sess_t *s, void *p, size_t n)
 {
     char nerr[NET_ERR_LEN];
-    if (net_read_full(s->fd, p, n, s->timeout_ms, NULL, nerr) < 0)
+    if (net_reader_read(&s->rd, p, n, s->timeout_ms, NULL, nerr) < 0)
         return fail(s, TVMRPC_ERR_IO, "%s:%d: %s", s->host, s->port, nerr);
     return TVMRPC_OK;
 }
@@ -183,17 +185,20 @@ static int remote_error(tvmrpc_sess_t *s, uint64_t body, int unsolicited)
  * server's session-timeout exception (§2.5), or its close. */
 static int check_unsolicited(tvmrpc_sess_t *s)
 {
-    struct pollfd pf = {.fd = s->fd, .events = POLLIN};
-    if (poll(&pf, 1, 0) <= 0)
-        return TVMRPC_OK;
-    char b;
-    ssize_t r = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r == 0)
-        return fail(s, TVMRPC_ERR_IO, "%s:%d: connection closed by the server", s->host, s->port);
-    if (r < 0)
-        return errno == EAGAIN || errno == EINTR
-                   ? TVMRPC_OK
-                   : fail(s, TVMRPC_ERR_IO, "%s:%d: %s", s->host, s->port, strerror(errno));
+    if (!net_reader_buffered(&s->rd)) {
+        struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+        if (poll(&pf, 1, 0) <= 0)
+            return TVMRPC_OK;
+        char b;
+        ssize_t r = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0)
+            return fail(s, TVMRPC_ERR_IO, "%s:%d: connection closed by the server", s->host,
+                        s->port);
+        if (r < 0)
+            return errno == EAGAIN || errno == EINTR
+                       ? TVMRPC_OK
+                       : fail(s, TVMRPC_ERR_IO, "%s:%d: %s", s->host, s->port, strerror(errno));
+    }
     int32_t code;
     uint64_t body;
     int rc = recv_header(s, &code, &body);
@@ -425,6 +430,10 @@ static tvmrpc_sess_t *sess_new(const char *host, int port, const tvmrpc_opts_t *
     if (!s)
         return NULL;
     s->fd = -1;
+    if (net_reader_init(&s->rd, -1, CLIENT_READAHEAD) < 0) {
+        free(s);
+        return NULL;
+    }
     s->timeout_ms = o->timeout_ms;
     snprintf(s->host, sizeof(s->host), "%s", host);
     s->port = port;
@@ -440,6 +449,7 @@ static void sess_free(tvmrpc_sess_t *s)
         close(s->fd);
     buf_free(&s->out);
     buf_free(&s->in);
+    net_reader_free(&s->rd);
     free(s);
 }
 
@@ -518,6 +528,7 @@ tvmrpc_sess_t *tvmrpc_connect_opts(const char *host, int port, const char *key,
     }
     char nerr[NET_ERR_LEN];
     s->fd = net_connect(host, port, opts->timeout_ms, nerr);
+    s->rd.fd = s->fd;
     if (s->fd < 0)
         fail(s, TVMRPC_ERR_IO, "Connect to %s:%d failed: %s", host, port, nerr);
     else if (handshake(s, ckey) == TVMRPC_OK && init_server(s, opts->generation) == TVMRPC_OK)

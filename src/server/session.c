@@ -19,6 +19,7 @@
 #define MAX_ARGS 256
 #define CPU_DEVICE 1
 #define MAX_ALLOC ((uint64_t)1 << 40)
+#define SESSION_READAHEAD 65536
 
 /* Everything a client holds a handle to: functions, modules, objects.
  * Handles are the addresses of these records, validated on every use. */
@@ -47,6 +48,7 @@ struct session {
     alloc_t *allocs;
     size_t nallocs, cap_allocs;
     buf_t in, out, scratch;
+    net_reader_t rd; /* all reads of fd: one recv serves a whole small request */
     rpc_value_t args[MAX_ARGS];
     rpc_tensor_t tensors[MAX_ARGS];
     int nargs;
@@ -556,11 +558,11 @@ static int on_copy_to(session_t *s, uint64_t body)
 {
     uint8_t head[24 + 8 * RPC_MAX_NDIM + 16];
     char err[NET_ERR_LEN];
-    if (body < 24 + 16 || net_read_full(s->fd, head, 24, -1, NULL, err) < 0)
+    if (body < 24 + 16 || net_reader_read(&s->rd, head, 24, -1, NULL, err) < 0)
         goto malformed;
     int32_t ndim = (int32_t)le32(head + 16);
     if (ndim < 0 || ndim > RPC_MAX_NDIM || body < 24 + 8 * (uint64_t)ndim + 16 ||
-        net_read_full(s->fd, head + 24, 8 * (size_t)ndim + 16, -1, NULL, err) < 0)
+        net_reader_read(&s->rd, head + 24, 8 * (size_t)ndim + 16, -1, NULL, err) < 0)
         goto malformed;
     rd_t r = rd_make(head, 24 + 8 * (size_t)ndim + 16);
     rpc_tensor_t t;
@@ -573,13 +575,13 @@ static int on_copy_to(session_t *s, uint64_t body)
         uint8_t sink[65536];
         for (uint64_t left = nbytes; left;) {
             size_t n = left > sizeof(sink) ? sizeof(sink) : (size_t)left;
-            if (net_read_full(s->fd, sink, n, -1, NULL, err) < 0)
+            if (net_reader_read(&s->rd, sink, n, -1, NULL, err) < 0)
                 goto malformed;
             left -= n;
         }
         return reply_exception(s, "ValueError: copy outside memory this session allocated");
     }
-    if (net_read_full(s->fd, (void *)(uintptr_t)(t.data + t.byte_offset), (size_t)nbytes, -1,
+    if (net_reader_read(&s->rd, (void *)(uintptr_t)(t.data + t.byte_offset), (size_t)nbytes, -1,
                       NULL, err) < 0)
         goto malformed;
     return reply_void(s);
@@ -620,7 +622,7 @@ static int serve_loop(session_t *s)
     for (;;) {
         uint8_t hdr[RPC_PACKET_HEADER];
         int eof = 0;
-        if (net_read_full(s->fd, hdr, 8, s->cfg->idle_timeout_ms, &eof, err) < 0) {
+        if (net_reader_read(&s->rd, hdr, 8, s->cfg->idle_timeout_ms, &eof, err) < 0) {
             if (eof)
                 return 0; /* EOF at a packet boundary is a shutdown */
             log_warn("session %s: %s", s->peer, err);
@@ -634,7 +636,7 @@ static int serve_loop(session_t *s)
                      s->peer, (unsigned long long)len, (unsigned long long)s->cfg->max_packet);
             return -1;
         }
-        if (net_read_full(s->fd, hdr + 8, 4, -1, NULL, err) < 0) {
+        if (net_reader_read(&s->rd, hdr + 8, 4, -1, NULL, err) < 0) {
             log_warn("session %s: %s", s->peer, err);
             return -1;
         }
@@ -648,7 +650,7 @@ static int serve_loop(session_t *s)
         } else {
             buf_reset(&s->in);
             uint8_t *p = buf_tail(&s->in, (size_t)body);
-            if (!p || net_read_full(s->fd, p, (size_t)body, -1, NULL, err) < 0) {
+            if (!p || net_reader_read(&s->rd, p, (size_t)body, -1, NULL, err) < 0) {
                 log_warn("session %s: cannot read a %llu-byte packet: %s", s->peer,
                          (unsigned long long)body, p ? err : "out of memory");
                 return -1;
@@ -682,6 +684,10 @@ int session_serve(int fd, const char *peer, const session_config_t *cfg)
     buf_init(&s->scratch, 0);
     char err[256];
     int rc = -1;
+    if (net_reader_init(&s->rd, fd, SESSION_READAHEAD) < 0) {
+        log_error("session %s: out of memory", peer);
+        goto out;
+    }
     if (cfg->workspace)
         snprintf(s->ws.root, sizeof(s->ws.root), "%s", cfg->workspace);
     else if (ws_create(&s->ws, cfg->work_dir, err, sizeof(err)) < 0) {
@@ -704,6 +710,7 @@ out:
     buf_free(&s->in);
     buf_free(&s->out);
     buf_free(&s->scratch);
+    net_reader_free(&s->rd);
     free(s);
     return rc;
 }
