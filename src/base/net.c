@@ -49,6 +49,26 @@ int net_set_nodelay(int fd)
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* A peer whose host vanishes (power or network loss) sends no FIN: without
+ * keepalive its session, its tracker entry or its relay pair would be held
+ * for ever. Probes start after NET_KEEPALIVE_IDLE_S of silence and end the
+ * connection when NET_KEEPALIVE_COUNT of them go unanswered. No
+ * TCP_USER_TIMEOUT: it would also cut a live peer that just stops reading
+ * for a while (zero window), which a paused client or a slow relay may. */
+int net_set_keepalive(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0)
+        return -1;
+#ifdef TCP_KEEPIDLE
+    int idle = NET_KEEPALIVE_IDLE_S, intvl = NET_KEEPALIVE_INTVL_S, cnt = NET_KEEPALIVE_COUNT;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#endif
+    return 0;
+}
+
 int net_set_cloexec(int fd)
 {
     int flags = fcntl(fd, F_GETFD);
@@ -107,8 +127,7 @@ static int try_bind(const struct addrinfo *ai, int port, int backlog, int *out_f
     return 0;
 }
 
-int net_listen_range(const char *host, int port, int port_end, int backlog, int *bound,
-                     char *err)
+int net_listen_range(const char *host, int port, int port_end, int backlog, int *bound, char *err)
 {
     if (port < 0 || port > 65535 || port_end > 65536) {
         net_err(err, "invalid port range [%d, %d)", port, port_end);
@@ -170,6 +189,7 @@ int net_accept(int lfd, char *ip, size_t iplen, int *port, char *err)
         return busy ? NET_ACCEPT_BUSY : -1;
     }
     net_set_nodelay(fd);
+    net_set_keepalive(fd);
     if (ip)
         sockaddr_ip(&sa, ip, iplen, port);
     return fd;
@@ -239,6 +259,7 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms, char *err)
     }
     net_set_nonblock(fd, 0);
     net_set_nodelay(fd);
+    net_set_keepalive(fd);
     return fd;
 fail:
     close(fd);
@@ -383,8 +404,8 @@ int net_reader_read(net_reader_t *rd, void *p, size_t n, int timeout_ms, int *eo
         }
         rd->pos = rd->len = 0;
         if (n - got >= rd->cap / 2)
-            return read_full_until(rd->fd, out + got, n - got, deadline,
-                                   got == 0 ? eof : NULL, err);
+            return read_full_until(rd->fd, out + got, n - got, deadline, got == 0 ? eof : NULL,
+                                   err);
         int closed = 0;
         ssize_t r = recv_some(rd->fd, rd->buf, rd->cap, deadline, &closed, err);
         if (r < 0) {

@@ -14,10 +14,9 @@
  * TVM's tools: only EADDRINUSE moves on to the next port, any other bind
  * error fails at once. host goes through getaddrinfo, so IPv4 and IPv6
  * literals and names work. *bound receives the port. Non-blocking, CLOEXEC. */
-int net_listen_range(const char *host, int port, int port_end, int backlog, int *bound,
-                     char *err);
+int net_listen_range(const char *host, int port, int port_end, int backlog, int *bound, char *err);
 /* Accept one connection (non-blocking listener): returns fd (non-blocking,
- * CLOEXEC, TCP_NODELAY), or -1 with errno EAGAIN when none is pending, or
+ * CLOEXEC, TCP_NODELAY, keepalive), or -1 with errno EAGAIN when none is pending, or
  * NET_ACCEPT_BUSY (err set) when out of descriptors or memory: the
  * connection stays queued, so a level-triggered caller must stop watching
  * the listener for a while instead of retrying at once. */
@@ -34,6 +33,12 @@ int net_connect_retry(const char *host, int port, int total_ms, char *err);
 
 int net_set_nonblock(int fd, int on);
 int net_set_nodelay(int fd);
+/* SO_KEEPALIVE with these probes (a vanished host is noticed within about
+ * two minutes of silence); set on every accepted and connected socket. */
+#define NET_KEEPALIVE_IDLE_S 60
+#define NET_KEEPALIVE_INTVL_S 10
+#define NET_KEEPALIVE_COUNT 6
+int net_set_keepalive(int fd);
 int net_set_cloexec(int fd);
 
 /* Text IP of the peer / local end ("127.0.0.1", "::1"); IPv4-mapped IPv6

@@ -1,4 +1,4 @@
-/* net_reader: the read-ahead buffer the server session and the client read
+/* net: keepalive on every socket; net_reader, the read-ahead buffer the server session and the client read
  * packets through. Whatever way the bytes are split on the wire, the reads
  * must return exactly the stream, and EOF/timeouts must be reported as
  * net_read_full reports them. */
@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -134,6 +136,43 @@ static void test_timeout(void **state)
     close(sv[1]);
 }
 
+static void expect_keepalive(int fd)
+{
+    int v = 0;
+    socklen_t len = sizeof(v);
+    assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &len), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &len), 0);
+    assert_int_equal(v, NET_KEEPALIVE_IDLE_S);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &len), 0);
+    assert_int_equal(v, NET_KEEPALIVE_COUNT);
+}
+
+/* A vanished host must not hold a session or a tracker entry for ever:
+ * both ends of every connection probe. */
+static void test_keepalive_on_accept_and_connect(void **state)
+{
+    (void)state;
+    int port = 0;
+    char err[NET_ERR_LEN];
+    int lfd = net_listen_range("127.0.0.1", 0, 0, 4, &port, err);
+    assert_true(lfd >= 0);
+    int cfd = net_connect("127.0.0.1", port, 2000, err);
+    assert_true(cfd >= 0);
+    int afd = -1;
+    for (int i = 0; i < 200 && afd < 0; i++) {
+        afd = net_accept(lfd, NULL, 0, NULL, err);
+        if (afd < 0)
+            usleep(10000);
+    }
+    assert_true(afd >= 0);
+    expect_keepalive(cfd);
+    expect_keepalive(afd);
+    close(afd);
+    close(cfd);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -141,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_bulk_after_buffered),
         cmocka_unit_test(test_eof_at_boundary_and_mid_read),
         cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_keepalive_on_accept_and_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
