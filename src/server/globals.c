@@ -1,5 +1,6 @@
-/* The global functions a client can look up (RUNTIME.md §1.3, §1.8):
- * workspace files and the testing helpers TVM's RPC tests call. */
+/* The global functions a client can look up (RUNTIME.md §1): the table
+ * for both generations, and the workspace file functions (§1.3). The
+ * testing helpers of §1.8 live in globals_testing.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "base/json.h"
+#include "server/globals_testing.h"
 #include "server/graph_executor.h"
 #include "server/module.h"
 #include "server/session.h"
@@ -20,8 +21,8 @@
 
 /* Copy a string argument into a NUL-terminated buffer; strings with NULs or
  * longer than the buffer are refused. */
-static int arg_cstr(const rpc_value_t *args, int nargs, int i, char *out, size_t outlen,
-                    char *err, size_t errlen)
+static int arg_cstr(const rpc_value_t *args, int nargs, int i, char *out, size_t outlen, char *err,
+                    size_t errlen)
 {
     if (i >= nargs || (args[i].kind != RV_STR && args[i].kind != RV_BYTES)) {
         snprintf(err, errlen, "TypeError: argument %d must be a string", i);
@@ -37,8 +38,8 @@ static int arg_cstr(const rpc_value_t *args, int nargs, int i, char *out, size_t
     return 0;
 }
 
-static int resolve_arg(session_t *s, const rpc_value_t *args, int nargs, char *path,
-                       char *err, size_t errlen)
+static int resolve_arg(session_t *s, const rpc_value_t *args, int nargs, char *path, char *err,
+                       size_t errlen)
 {
     char name[PATH_MAX];
     if (arg_cstr(args, nargs, 0, name, sizeof(name), err, errlen) < 0)
@@ -70,8 +71,8 @@ static int fn_workpath(session_t *s, const rpc_value_t *args, int nargs, rpc_val
     return 0;
 }
 
-static int fn_upload(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                     char *err, size_t errlen)
+static int fn_upload(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret, char *err,
+                     size_t errlen)
 {
     char name[PATH_MAX];
     if (arg_cstr(args, nargs, 0, name, sizeof(name), err, errlen) < 0)
@@ -126,8 +127,8 @@ static int fn_download(session_t *s, const rpc_value_t *args, int nargs, rpc_val
 }
 
 /* Never an error (MetaSchedule removes "" and files that may not exist). */
-static int fn_remove(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                     char *err, size_t errlen)
+static int fn_remove(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret, char *err,
+                     size_t errlen)
 {
     char path[PATH_MAX], why[256];
     if (resolve_arg(s, args, nargs, path, why, sizeof(why)) == 0 &&
@@ -137,13 +138,20 @@ static int fn_remove(session_t *s, const rpc_value_t *args, int nargs, rpc_value
 }
 
 /* Comma-terminated full paths, as TVM's C++ server answers. */
-static int fn_listdir(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                      char *err, size_t errlen)
+static int fn_listdir(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret, char *err,
+                      size_t errlen)
 {
     char path[PATH_MAX];
     if (resolve_arg(s, args, nargs, path, err, errlen) < 0)
         return -1;
     DIR *d = opendir(path);
+    /* A missing directory: classic C++ servers raise, ffi ones answer "". */
+    if (!d && session_generation(s) == RPC_PROTOCOL_FFI) {
+        ret->kind = RV_STR;
+        ret->u.s.p = "";
+        ret->u.s.len = 0;
+        return 0;
+    }
     if (!d) {
         snprintf(err, errlen, "RPCError: ListDir %s error: %s", path, strerror(errno));
         return -1;
@@ -161,147 +169,28 @@ static int fn_listdir(session_t *s, const rpc_value_t *args, int nargs, rpc_valu
     return 0;
 }
 
-/* ---- testing helpers (TVM's own RPC tests) ---------------------------------- */
-
-static int fn_echo(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                   char *err, size_t errlen)
-{
-    if (nargs < 1) {
-        snprintf(err, errlen, "TypeError: echo expects an argument");
-        return -1;
-    }
-    if (args[0].kind == RV_TENSOR) {
-        snprintf(err, errlen, "TypeError: echo of an array argument is not supported");
-        return -1;
-    }
-    /* Handing a handle out again is one more reference (PROTOCOL.md §4.7). */
-    if (args[0].kind == RV_FUNC || args[0].kind == RV_MODULE || args[0].kind == RV_OBJECT) {
-        if (!session_object_get(s, args[0].u.h, args[0].kind, NULL) ||
-            session_object_retain(s, args[0].u.h) < 0) {
-            snprintf(err, errlen, "ValueError: unknown handle");
-            return -1;
-        }
-    }
-    *ret = args[0];
-    return 0;
-}
-
-static int fn_nop(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret, char *err,
-                  size_t errlen)
-{
-    return 0;
-}
-
-static int fn_addone(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                     char *err, size_t errlen)
-{
-    if (nargs != 1 || (args[0].kind != RV_INT && args[0].kind != RV_FLOAT)) {
-        snprintf(err, errlen, "TypeError: addone expects a number");
-        return -1;
-    }
-    *ret = args[0];
-    if (ret->kind == RV_INT)
-        ret->u.i = (int64_t)((uint64_t)ret->u.i + 1);
-    else
-        ret->u.f += 1;
-    return 0;
-}
-
-/* Python str() of a scalar argument, as rpc.test.strcat formats it. */
-static void py_str(buf_t *b, const rpc_value_t *v)
-{
-    switch (v->kind) {
-    case RV_INT:
-        buf_printf(b, "%lld", (long long)v->u.i);
-        break;
-    case RV_BOOL:
-        buf_append_str(b, v->u.i ? "True" : "False");
-        break;
-    case RV_FLOAT:
-        json_py_float(b, v->u.f);
-        break;
-    case RV_STR:
-        buf_append(b, v->u.s.p, (size_t)v->u.s.len);
-        break;
-    case RV_NONE:
-        buf_append_str(b, "None");
-        break;
-    default:
-        buf_append_str(b, "<object>");
-        break;
-    }
-}
-
-static int fn_strcat(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                     char *err, size_t errlen)
-{
-    if (nargs != 2 || args[0].kind != RV_STR) {
-        snprintf(err, errlen, "TypeError: strcat expects (str, value)");
-        return -1;
-    }
-    buf_t *b = session_scratch(s);
-    py_str(b, &args[0]);
-    buf_append_u8(b, ':');
-    py_str(b, &args[1]);
-    ret_scratch(s, ret, RV_STR);
-    return 0;
-}
-
-static int fn_str_concat(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                         char *err, size_t errlen)
-{
-    if (nargs != 2 || args[0].kind != RV_STR || args[1].kind != RV_STR) {
-        snprintf(err, errlen, "TypeError: runtime_str_concat expects two strings");
-        return -1;
-    }
-    buf_t *b = session_scratch(s);
-    py_str(b, &args[0]);
-    py_str(b, &args[1]);
-    ret_scratch(s, ret, RV_STR);
-    return 0;
-}
-
-static int fn_except(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                     char *err, size_t errlen)
-{
-    if (nargs >= 1 && args[0].kind == RV_STR)
-        snprintf(err, errlen, "ValueError: %.*s", (int)(args[0].u.s.len > 512 ? 512 : args[0].u.s.len),
-                 args[0].u.s.p);
-    else
-        snprintf(err, errlen, "ValueError: rpc.test.except");
-    return -1;
-}
-
-/* ffi generation: testing.test_raise_error(kind, message). */
-static int fn_raise_error(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+/* ffi.ModuleGetKind / runtime.ModuleGetTypeKey: "library" for a loaded
+ * library. Stock clients answer these locally for remote modules
+ * (RUNTIME.md §1.1); served for clients that ask anyway. */
+static int fn_module_kind(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
                           char *err, size_t errlen)
 {
-    if (nargs != 2 || args[0].kind != RV_STR || args[1].kind != RV_STR) {
-        snprintf(err, errlen, "TypeError: test_raise_error expects (kind, message)");
+    const mod_t *m =
+        nargs == 1 && args[0].kind == RV_MODULE ? module_from_handle(s, args[0].u.h) : NULL;
+    if (!m) {
+        snprintf(err, errlen, "TypeError: expected a module this session holds");
         return -1;
     }
-    snprintf(err, errlen, "%.*s: %.*s", (int)(args[0].u.s.len > 64 ? 64 : args[0].u.s.len),
-             args[0].u.s.p, (int)(args[1].u.s.len > 512 ? 512 : args[1].u.s.len), args[1].u.s.p);
-    return -1;
+    buf_append_str(session_scratch(s), m->vt->type_key);
+    ret_scratch(s, ret, RV_STR);
+    return 0;
 }
 
-/* classic generation: testing.ErrorTest(x, y) fails unless x == y. */
-static int fn_error_test(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                         char *err, size_t errlen)
-{
-    if (nargs != 2 || args[0].kind != RV_INT || args[1].kind != RV_INT) {
-        snprintf(err, errlen, "TypeError: ErrorTest expects (int, int)");
-        return -1;
-    }
-    if (args[0].u.i == args[1].u.i)
-        return 0;
-    snprintf(err, errlen,
-             "ValueError: Check failed: x == y (%lld vs. %lld) : expect x and y to be equal.",
-             (long long)args[0].u.i, (long long)args[1].u.i);
-    return -1;
-}
-
+/* One table for both generations: a name only one generation's clients
+ * ask for is harmless to the other (docs/protocol.md lists who asks for
+ * what). Where the two generations' names differ, both are here. */
 static const rpc_global_t globals[] = {
+    /* workspace files (RUNTIME.md §1.3), same names in both generations */
     {"tvm.rpc.server.workpath", fn_workpath},
     {"tvm.rpc.server.upload", fn_upload},
     {"tvm.rpc.server.download", fn_download},
@@ -309,23 +198,45 @@ static const rpc_global_t globals[] = {
     {"tvm.rpc.server.listdir", fn_listdir},
     {"tvm.rpc.server.load_module", module_fn_load_module},
     {"tvm.rpc.server.download_linked_module", module_fn_download_linked},
+    /* modules (§1.4) */
     {"tvm.rpc.server.ModuleGetFunction", module_fn_get_function},
     {"tvm.rpc.server.ImportModule", module_fn_import},
     {"runtime.ModuleGetFunction", module_fn_get_function},
+    {"ffi.ModuleGetFunction", module_fn_get_function},
+    {"runtime.ModuleGetTypeKey", fn_module_kind},
+    {"ffi.ModuleGetKind", fn_module_kind},
     {"runtime.SystemLib", module_fn_system_lib},
+    /* The ffi system library is its own registry (§2.10); until module.c
+     * serves it, ffi clients get the classic one, which is what classic
+     * system-lib code registered in this process. */
+    {"ffi.SystemLib", module_fn_system_lib},
+    /* measurement (§1.5, §1.7) and the classic graph executor (§1.6) */
     {"runtime.RPCTimeEvaluator", timeeval_fn_create},
-    {"tvm.graph_executor.create", gexec_fn_create},
     {"cache_flush_cpu_non_first_arg", timeeval_fn_cache_flush},
     {"tvm.contrib.random.random_fill", timeeval_fn_random_fill},
     {"tvm.contrib.random.random_fill_for_measure", timeeval_fn_random_fill_measure},
-    {"testing.echo", fn_echo},
-    {"testing.nop", fn_nop},
-    {"testing.ErrorTest", fn_error_test},
-    {"testing.test_raise_error", fn_raise_error},
-    {"rpc.test.addone", fn_addone},
-    {"rpc.test.strcat", fn_strcat},
-    {"rpc.test.runtime_str_concat", fn_str_concat},
-    {"rpc.test.except", fn_except},
+    {"tvm.graph_executor.create", gexec_fn_create},
+    /* testing helpers (§1.8) */
+    {"testing.echo", testing_fn_echo},
+    {"testing.nop", testing_fn_nop},
+    {"testing.ErrorTest", testing_fn_error_test},
+    {"testing.test_raise_error", testing_fn_raise_error},
+    {"testing.test_raise_error_callback", testing_fn_raise_error_callback},
+    {"testing.object_use_count", testing_fn_object_use_count},
+    {"runtime.ShapeTuple", testing_fn_shape},
+    {"runtime.GetShapeTupleSize", testing_fn_shape_size},
+    {"runtime.GetShapeTupleElem", testing_fn_shape_elem},
+    {"ffi.Shape", testing_fn_shape},
+    {"rpc.testing.GetShapeSize", testing_fn_shape_size},
+    {"rpc.testing.GetShapeElem", testing_fn_shape_elem},
+    {"rpc.test.addone", testing_fn_addone},
+    {"rpc.test.strcat", testing_fn_strcat},
+    {"rpc.test.runtime_str_concat", testing_fn_str_concat},
+    {"rpc.test.except", testing_fn_except},
+    {"rpc.test.remote_array_func", testing_fn_remote_array_func},
+    {"rpc.test.remote_tensor_func", testing_fn_remote_array_func},
+    {"rpc.test.add_to_lhs", testing_fn_add_to_lhs},
+    {"rpc.test.remote_return_nd", testing_fn_remote_return_nd},
     {NULL, NULL},
 };
 

@@ -197,6 +197,13 @@ static int decode_args(session_t *s, rd_t *r)
     return 0;
 }
 
+rpc_protocol_t session_generation(const session_t *s)
+{
+    if (!s->codec)
+        return RPC_PROTOCOL_AUTO;
+    return s->codec == &rpc_codec_ffi ? RPC_PROTOCOL_FFI : RPC_PROTOCOL_CLASSIC;
+}
+
 static int arg_is(const session_t *s, int i, rpc_kind_t kind)
 {
     return i < s->nargs && s->args[i].kind == kind;
@@ -242,6 +249,12 @@ int session_object_retain(session_t *s, uint64_t h)
         return -1;
     o->refs++;
     return 0;
+}
+
+int session_object_refs(const session_t *s, uint64_t h)
+{
+    const sobj_t *o = obj_find(s, h);
+    return o ? o->refs : -1;
 }
 
 static void obj_destroy(sobj_t *o)

@@ -59,6 +59,9 @@ uint64_t session_object_new(session_t *s, rpc_kind_t kind, const sobj_ops_t *ops
 void *session_object_get(const session_t *s, uint64_t h, rpc_kind_t kind, const sobj_ops_t *ops);
 /* One more reference (a handle handed out again). */
 int session_object_retain(session_t *s, uint64_t h);
+/* References the client holds to h (testing.object_use_count), or -1 if
+ * h is no handle of this session. */
+int session_object_refs(const session_t *s, uint64_t h);
 
 /* The table of global functions this server answers (globals.c). */
 const rpc_global_t *globals_find(const char *name, size_t len);
@@ -71,6 +74,12 @@ int session_serve(int fd, const char *peer, const session_config_t *cfg);
 /* For global functions. */
 const ws_t *session_workspace(const session_t *s);
 buf_t *session_scratch(session_t *s);
+/* The generation the client speaks (PROTOCOL.md §4.12): CLASSIC or FFI,
+ * AUTO while undecided. Always decided when a function runs: its handle
+ * came from a kGetGlobalFunc, whose string argument decides. Global
+ * functions use it where the generations' servers answer differently
+ * (RUNTIME.md §1.3 listdir). */
+rpc_protocol_t session_generation(const session_t *s);
 /* Validate that [p, p+n) lies in one allocation this session made. */
 int session_check_range(const session_t *s, uint64_t p, uint64_t n);
 

@@ -1,8 +1,9 @@
 /* test_modules: run compiled code on a real tvmrpc server (RUNTIME.md §1.3-
  * §1.5, §1.7, §2, §4) with the fixture libraries of tests/fixtures, which
- * stand in for TVM's output. Requests are raw classic-generation packets
- * built with the codec, so every byte the server sees is one a TVM v0.20
- * client could send. */
+ * stand in for TVM's output. Requests are raw packets built with the codec,
+ * so every byte the server sees is one a TVM client could send: a v0.20
+ * client by default, a v0.26 one with TVMRPC_TEST_GEN=ffi (the fixtures keep
+ * the classic library ABI, which is independent of the wire generation). */
 #include "harness.h"
 
 #include <errno.h>
@@ -25,7 +26,21 @@
 static hproc_t srv;
 static char fixdir[PATH_MAX - 128];
 
-/* ---- a minimal classic client ------------------------------------------------ */
+/* The generation every session speaks (TVMRPC_TEST_GEN). */
+static const rpc_codec_t *codec = &rpc_codec_classic;
+
+static int is_ffi(void)
+{
+    return codec == &rpc_codec_ffi;
+}
+
+/* A global name that differs between the generations (RUNTIME.md §1.4). */
+static const char *gname(const char *classic, const char *ffi)
+{
+    return is_ffi() ? ffi : classic;
+}
+
+/* ---- a minimal client of either generation ------------------------------------ */
 
 typedef struct cli {
     int fd;
@@ -112,7 +127,7 @@ static int request(cli_t *c, int32_t code, const uint64_t *prefix, const rpc_val
     size_t at = rpc_packet_begin(&b, code);
     if (prefix)
         buf_append_u64le(&b, *prefix);
-    rpc_codec_classic.encode_args(&b, args, n);
+    codec->encode_args(&b, args, n);
     rpc_packet_end(&b, at);
     int rc = send_all(c, &b);
     buf_free(&b);
@@ -125,7 +140,7 @@ static int request(cli_t *c, int32_t code, const uint64_t *prefix, const rpc_val
         int nv;
         char err[128];
         rd_t r = rd_make(buf_head(&c->in), c->in.len);
-        if (rpc_codec_classic.decode(&r, v, t, 1, &nv, err, sizeof(err)) == 0 && nv == 1)
+        if (codec->decode(&r, v, t, 1, &nv, err, sizeof(err)) == 0 && nv == 1)
             snprintf(c->exc, sizeof(c->exc), "%.*s", (int)v[0].u.s.len, v[0].u.s.p);
     }
     return rcode;
@@ -143,7 +158,7 @@ static uint64_t get_global(cli_t *c, const char *name)
     int nv;
     char err[128];
     rd_t r = rd_make(buf_head(&c->in), c->in.len);
-    if (rpc_codec_classic.decode(&r, v, t, 1, &nv, err, sizeof(err)) < 0 || nv != 1)
+    if (codec->decode(&r, v, t, 1, &nv, err, sizeof(err)) < 0 || nv != 1)
         return 0;
     return v[0].u.h;
 }
@@ -160,7 +175,7 @@ static int call_to(cli_t *c, uint64_t h, const rpc_value_t *args, int n, rpc_val
     char err[128];
     rd_t r = rd_make(buf_head(&c->in), c->in.len);
     rpc_value_t tmp;
-    return rpc_codec_classic.decode_call_result(&r, ret ? ret : &tmp, &c->rt, err, sizeof(err));
+    return codec->decode_call_result(&r, ret ? ret : &tmp, &c->rt, err, sizeof(err));
 }
 
 static int call(cli_t *c, uint64_t h, const rpc_value_t *args, int n, rpc_value_t *ret)
@@ -297,7 +312,7 @@ static int alloc_vec(cli_t *c, rpc_tensor_t *t, int64_t n, const float *init)
     int nv;
     char err[128];
     rd_t r = rd_make(buf_head(&c->in), c->in.len);
-    if (rpc_codec_classic.decode(&r, v, tt, 1, &nv, err, sizeof(err)) < 0 || nv != 1 || !v[0].u.h)
+    if (codec->decode(&r, v, tt, 1, &nv, err, sizeof(err)) < 0 || nv != 1 || !v[0].u.h)
         return -1;
     t->data = v[0].u.h;
     if (!init)
@@ -332,10 +347,11 @@ static int copy_from(cli_t *c, const rpc_tensor_t *t, void *out, size_t nbytes)
     return 0;
 }
 
+/* kFreeHandle: classic sends the handle's type code too, ffi only the handle. */
 static int free_handle(cli_t *c, uint64_t h, int type_code)
 {
     rpc_value_t a[2] = {v_handle(RV_HANDLE, h), v_int(type_code)};
-    return request(c, RPC_FREE_HANDLE, NULL, a, 2, IO_MS) == RPC_RETURN ? 0 : -1;
+    return request(c, RPC_FREE_HANDLE, NULL, a, is_ffi() ? 1 : 2, IO_MS) == RPC_RETURN ? 0 : -1;
 }
 
 static void fill_seq(float *v, int n, float scale)
@@ -486,10 +502,18 @@ static void test_tvm_main(void **state)
     assert_int_equal(mod_func(&c, lmod, "__TVMBackendAllocWorkspace", 1), 0);
     assert_int_equal(mod_func(&c, vmod, "malloc", 1), 0);
     assert_int_equal(mod_func(&c, vmod, "printf", 1), 0);
-    /* runtime.ModuleGetFunction is the same lookup. */
+    /* runtime.ModuleGetFunction / ffi.ModuleGetFunction are the same lookup. */
     rpc_value_t ga[3] = {v_handle(RV_MODULE, vmod), v_str("vadd"), v_bool(0)}, r;
-    assert_int_equal(gcall(&c, "runtime.ModuleGetFunction", ga, 3, &r), 0);
+    assert_int_equal(
+        gcall(&c, gname("runtime.ModuleGetFunction", "ffi.ModuleGetFunction"), ga, 3, &r), 0);
     assert_int_equal(r.kind, RV_FUNC);
+    /* Module kinds, for clients that ask the server rather than themselves. */
+    rpc_value_t ka = v_handle(RV_MODULE, vmod);
+    assert_int_equal(gcall(&c, gname("runtime.ModuleGetTypeKey", "ffi.ModuleGetKind"), &ka, 1, &r),
+                     0);
+    assert_int_equal(r.kind, RV_STR);
+    assert_int_equal(r.u.s.len, 7);
+    assert_memory_equal(r.u.s.p, "library", 7);
     cli_close(&c);
 }
 
@@ -714,15 +738,16 @@ static void test_system_lib(void **state)
     cli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
+    const char *syslib = gname("runtime.SystemLib", "ffi.SystemLib");
     /* Empty registry: lookups give none, not an error. */
-    assert_int_equal(gcall(&c, "runtime.SystemLib", NULL, 0, &r), 0);
+    assert_int_equal(gcall(&c, syslib, NULL, 0, &r), 0);
     assert_int_equal(r.kind, RV_MODULE);
     assert_int_equal(mod_func(&c, r.u.h, "notexist", 1), 0);
     assert_string_equal(c.exc, "");
 
     /* Loading the object runs its constructors, which register symbols. */
     assert_true(load_fixture(&c, "syslib.so") != 0);
-    assert_int_equal(gcall(&c, "runtime.SystemLib", NULL, 0, &r), 0);
+    assert_int_equal(gcall(&c, syslib, NULL, 0, &r), 0);
     uint64_t sys = r.u.h;
     uint64_t f = mod_func(&c, sys, "sysfx_add_one", 1);
     assert_true(f != 0);
@@ -736,7 +761,7 @@ static void test_system_lib(void **state)
     assert_int_equal(mod_func(&c, sys, "sysfx_two", 1), 0); /* only with the prefix */
 
     rpc_value_t pfx = v_str("myprefix_");
-    assert_int_equal(gcall(&c, "runtime.SystemLib", &pfx, 1, &r), 0);
+    assert_int_equal(gcall(&c, syslib, &pfx, 1, &r), 0);
     uint64_t psys = r.u.h;
     uint64_t two = mod_func(&c, psys, "sysfx_two", 1);
     assert_true(two != 0);
@@ -919,8 +944,11 @@ static void test_errors(void **state)
     assert_int_equal(upload_bytes(&c, "kernel.ptx", "//", 2), 0);
     a = v_str("kernel.ptx");
     assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
-    assert_non_null(strstr(c.exc, "Loader for `.ptx` files is not registered, resolved to "
-                                  "(runtime.module.loadfile_ptx)"));
+    /* The loader's global name is the generation's own (RUNTIME.md §1.2:
+     * runtime.module.loadfile_ptx, ffi.Module.load_from_file.ptx). */
+    assert_non_null(strstr(c.exc, "Loader for `.ptx` files is not registered, resolved to ("));
+    if (!is_ffi())
+        assert_non_null(strstr(c.exc, "(runtime.module.loadfile_ptx)"));
 
     assert_int_equal(upload_bytes(&c, "bad.so", "not elf", 7), 0);
     a = v_str("bad.so");
@@ -1121,6 +1149,14 @@ static void test_timeout(void **state)
 
 int main(void)
 {
+    const char *gen = getenv("TVMRPC_TEST_GEN");
+    if (gen && strcmp(gen, "ffi") == 0)
+        codec = &rpc_codec_ffi;
+    else if (gen && *gen && strcmp(gen, "classic") != 0) {
+        fprintf(stderr, "TVMRPC_TEST_GEN must be classic or ffi, not %s\n", gen);
+        return 2;
+    }
+    fprintf(stderr, "generation under test: %s\n", codec->name);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vadd_flow),   cmocka_unit_test(test_tvm_main),
         cmocka_unit_test(test_llvm_style),  cmocka_unit_test(test_env_lookup),

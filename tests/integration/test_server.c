@@ -2,7 +2,12 @@
  * library: every global function, every CPU syscall, the handshake and
  * packet-level error paths on raw sockets, session timeouts, crashed
  * workers, and tracker registration (PROTOCOL.md §1.8, §2, §4; RUNTIME.md
- * §1). Every wait is bounded. */
+ * §1). Every wait is bounded.
+ *
+ * The whole suite runs once per generation: TVMRPC_TEST_GEN=ffi makes every
+ * session speak the ffi generation (TVM >= 0.21), anything else the classic
+ * one, to the same auto-detecting server (tests/CMakeLists.txt registers
+ * both). */
 #include "harness.h"
 
 #include <dirent.h>
@@ -29,6 +34,22 @@
 #define KEY "dev"
 
 static hproc_t srv; /* shared: --key dev --handshake-timeout 1 --max-packet 100 */
+
+/* The generation sessions speak: TVMRPC_GEN_FFI, or TVMRPC_GEN_UNKNOWN
+ * for classic (what a default client does: it speaks classic after the
+ * server's generation-neutral kInitServer reply). */
+static int test_gen = TVMRPC_GEN_UNKNOWN;
+
+static int is_ffi(void)
+{
+    return test_gen == TVMRPC_GEN_FFI;
+}
+
+/* A global name that differs between the generations (RUNTIME.md §1.4, §1.8). */
+static const char *gname(const char *classic, const char *ffi)
+{
+    return is_ffi() ? ffi : classic;
+}
 
 static const tvmrpc_device_t cpu0 = {1, 0};
 static const tvmrpc_dtype_t f32 = {2, 32, 1};
@@ -191,7 +212,7 @@ static tvmrpc_sess_t *open_gen(int port, const char *key, double timeout, int ge
 
 static tvmrpc_sess_t *open_sess(void)
 {
-    return open_gen(srv.port, KEY, 0, TVMRPC_GEN_UNKNOWN);
+    return open_gen(srv.port, KEY, 0, test_gen);
 }
 
 #define ASSERT_RC(s, call, want)                                                                   \
@@ -318,14 +339,20 @@ static void raw_init(int fd, const char *version)
     raw_send(fd, RPC_INIT_SERVER, p, 12 + vlen);
 }
 
-static void raw_get_global(int fd, const char *name)
+/* kGetGlobalFunc(name): tag 11 (classic) or RawStr 8 (ffi), per `ffi`. */
+static void raw_get_global_gen(int fd, const char *name, int ffi)
 {
     uint8_t p[256];
     put_le32(p, 1);
-    put_le32(p + 4, 11);
+    put_le32(p + 4, ffi ? 8 : 11);
     put_le64(p + 8, strlen(name));
     memcpy(p + 16, name, strlen(name));
     raw_send(fd, RPC_GET_GLOBAL_FUNC, p, 16 + strlen(name));
+}
+
+static void raw_get_global(int fd, const char *name)
+{
+    raw_get_global_gen(fd, name, is_ffi());
 }
 
 /* ---- setup -------------------------------------------------------------------- */
@@ -355,8 +382,8 @@ static void test_connect_and_key(void **state)
 {
     tvmrpc_sess_t *s = open_sess();
     assert_string_equal(tvmrpc_server_key(s), "server:" KEY);
-    /* auto server: neutral kInitServer reply, spoken as classic */
-    assert_int_equal(tvmrpc_generation(s), TVMRPC_GEN_UNKNOWN);
+    /* auto server: neutral kInitServer reply, then classic unless forced */
+    assert_int_equal(tvmrpc_generation(s), test_gen);
     nop_ok(s);
     sess_done(s);
     char err[512], want[512];
@@ -638,6 +665,181 @@ static void test_testing_helpers(void **state)
     sess_done(s);
 }
 
+/* A shape made on the server is an opaque object reference the client can
+ * only pass back (RUNTIME.md §1.8): runtime.ShapeTuple in classic,
+ * ffi.Shape in ffi. */
+static void test_shape_objects(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    const char *size = gname("runtime.GetShapeTupleSize", "rpc.testing.GetShapeSize");
+    const char *elem = gname("runtime.GetShapeTupleElem", "rpc.testing.GetShapeElem");
+    tvmrpc_value_t a[3] = {tvmrpc_v_int(2), tvmrpc_v_int(3), tvmrpc_v_int(-7)}, v;
+    ASSERT_OK(s, call2(s, gname("runtime.ShapeTuple", "ffi.Shape"), a, 3, &v));
+    assert_int_equal(v.kind, TVMRPC_OBJECT);
+    uint64_t shape = v.u.h;
+    tvmrpc_value_t b[2] = {tvmrpc_v_handle(TVMRPC_OBJECT, shape), tvmrpc_v_int(0)};
+    ASSERT_OK(s, call2(s, size, b, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_INT);
+    assert_int_equal(v.u.i, 3);
+    for (int i = 0; i < 3; i++) {
+        b[1] = tvmrpc_v_int(i);
+        ASSERT_OK(s, call2(s, elem, b, 2, &v));
+        assert_int_equal(v.kind, TVMRPC_INT);
+        assert_int_equal(v.u.i, a[i].u.i);
+    }
+    b[1] = tvmrpc_v_int(3);
+    ASSERT_RC(s, call2(s, elem, b, 2, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "IndexError");
+    b[1] = tvmrpc_v_int(-1);
+    ASSERT_RC(s, call2(s, elem, b, 2, &v), TVMRPC_ERR_REMOTE);
+    /* Every handle handed out is one reference the client holds. */
+    ASSERT_OK(s, call2(s, "testing.object_use_count", b, 1, &v));
+    assert_int_equal(v.u.i, 1);
+    ASSERT_OK(s, call2(s, "testing.echo", b, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_OBJECT);
+    assert_true(v.u.h == shape);
+    ASSERT_OK(s, call2(s, "testing.object_use_count", b, 1, &v));
+    assert_int_equal(v.u.i, 2);
+    ASSERT_OK(s, tvmrpc_free_handle(s, shape, TVMRPC_OBJECT));
+    ASSERT_OK(s, call2(s, size, b, 1, &v));
+    ASSERT_OK(s, tvmrpc_free_handle(s, shape, TVMRPC_OBJECT));
+    ASSERT_RC(s, call2(s, size, b, 1, &v), TVMRPC_ERR_REMOTE);
+    ASSERT_RC(s, call2(s, "testing.object_use_count", b, 1, &v), TVMRPC_ERR_REMOTE);
+    /* Only shapes are shapes; only integers make one. */
+    uint64_t nop = func(s, "testing.nop");
+    b[0] = tvmrpc_v_handle(TVMRPC_FUNC, nop);
+    ASSERT_RC(s, call2(s, size, b, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "TypeError");
+    a[1] = tvmrpc_v_str("x");
+    ASSERT_RC(s, call2(s, gname("runtime.ShapeTuple", "ffi.Shape"), a, 3, &v), TVMRPC_ERR_REMOTE);
+    ASSERT_OK(s, call2(s, gname("runtime.ShapeTuple", "ffi.Shape"), NULL, 0, &v));
+    b[0] = v;
+    ASSERT_OK(s, call2(s, size, b, 1, &v));
+    assert_int_equal(v.u.i, 0);
+    nop_ok(s);
+    sess_done(s);
+}
+
+/* Functions the server makes on the fly: closures over an argument, and
+ * one that raises (RUNTIME.md §1.8). */
+static void test_made_functions(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    tvmrpc_value_t a[2] = {tvmrpc_v_int(10)}, v;
+    ASSERT_OK(s, call2(s, "rpc.test.add_to_lhs", a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_FUNC);
+    uint64_t add10 = v.u.h;
+    a[0] = tvmrpc_v_int(32);
+    ASSERT_OK(s, tvmrpc_call(s, add10, a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_INT);
+    assert_int_equal(v.u.i, 42);
+    a[0] = tvmrpc_v_float(0.5);
+    ASSERT_OK(s, tvmrpc_call(s, add10, a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_FLOAT);
+    assert_true(v.u.f == 10.5);
+    a[0] = tvmrpc_v_str("x");
+    ASSERT_RC(s, tvmrpc_call(s, add10, a, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "TypeError");
+    ASSERT_OK(s, tvmrpc_free_handle(s, add10, TVMRPC_FUNC));
+    ASSERT_RC(s, tvmrpc_call(s, add10, a, 1, &v), TVMRPC_ERR_REMOTE);
+    /* classic: a function that raises; ffi: raise an error of a kind. */
+    a[0] = tvmrpc_v_str("the callback broke");
+    ASSERT_OK(s, call2(s, "testing.test_raise_error_callback", a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_FUNC);
+    uint64_t cb = v.u.h;
+    ASSERT_RC(s, tvmrpc_call(s, cb, NULL, 0, &v), TVMRPC_ERR_REMOTE);
+    assert_string_equal(tvmrpc_last_error(s), "TVMError: the callback broke");
+    ASSERT_OK(s, tvmrpc_free_handle(s, cb, TVMRPC_FUNC));
+    a[0] = tvmrpc_v_str("ValueError");
+    a[1] = tvmrpc_v_str("bad value");
+    ASSERT_RC(s, call2(s, "testing.test_raise_error", a, 2, &v), TVMRPC_ERR_REMOTE);
+    assert_string_equal(tvmrpc_last_error(s), "ValueError: bad value");
+    a[0] = tvmrpc_v_int(1);
+    a[1] = tvmrpc_v_int(2);
+    ASSERT_RC(s, call2(s, "testing.ErrorTest", a, 2, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "expect x and y to be equal");
+    nop_ok(s);
+    sess_done(s);
+}
+
+static uint64_t nd_func(tvmrpc_sess_t *s, uint64_t maker, const char *name)
+{
+    tvmrpc_value_t a = tvmrpc_v_str(name), v;
+    ASSERT_OK(s, tvmrpc_call(s, maker, &a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_FUNC);
+    return v.u.h;
+}
+
+static double elem_of(tvmrpc_sess_t *s, uint64_t f, const tvmrpc_value_t *args, int n)
+{
+    tvmrpc_value_t v;
+    ASSERT_OK(s, tvmrpc_call(s, f, args, n, &v));
+    assert_int_equal(v.kind, TVMRPC_FLOAT);
+    return v.u.f;
+}
+
+/* Arrays the server owns, handed out as results (rpc.test.remote_return_nd):
+ * the client reads, writes and passes them back like its own. */
+static void test_server_owned_arrays(void **state)
+{
+    tvmrpc_sess_t *s = open_sess();
+    uint64_t maker = func(s, "rpc.test.remote_return_nd");
+    uint64_t get_arr = nd_func(s, maker, "get_arr"), get_elem = nd_func(s, maker, "get_elem");
+    uint64_t arr_elem = nd_func(s, maker, "get_arr_elem"), refs = nd_func(s, maker, "ref_count");
+    tvmrpc_value_t v;
+    ASSERT_OK(s, tvmrpc_call(s, get_arr, NULL, 0, &v));
+    assert_int_equal(v.kind, TVMRPC_TENSOR);
+    tvmrpc_array_t arr = *v.u.arr;
+    assert_int_equal(arr.ndim, 1);
+    assert_int_equal(arr.shape[0], 10);
+    assert_memory_equal(&arr.dtype, &f32, sizeof(f32));
+    assert_true(arr.handle != 0 && arr.data != 0);
+    float vals[10], back[10];
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &arr, back, sizeof(back)));
+    for (int i = 0; i < 10; i++) {
+        assert_true(back[i] == 0.0f);
+        vals[i] = (float)i + 1;
+    }
+    ASSERT_OK(s, tvmrpc_array_copy_from_host(s, &arr, vals, sizeof(vals)));
+    tvmrpc_value_t a[2] = {tvmrpc_v_tensor(&arr), tvmrpc_v_int(3)};
+    assert_true(elem_of(s, arr_elem, a, 2) == 4.0);
+    a[1] = tvmrpc_v_int(10);
+    ASSERT_RC(s, tvmrpc_call(s, arr_elem, a, 2, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "IndexError");
+    /* get_elem reads its own (fresh) array. */
+    a[0] = tvmrpc_v_int(0);
+    assert_true(elem_of(s, get_elem, a, 1) == 0.0);
+    ASSERT_OK(s, tvmrpc_call(s, refs, NULL, 0, &v));
+    assert_int_equal(v.u.i, 1);
+    /* Freeing the returned array drops the client's reference only. */
+    ASSERT_OK(s, tvmrpc_array_free(s, &arr));
+    ASSERT_OK(s, tvmrpc_call(s, get_arr, NULL, 0, &v));
+    arr = *v.u.arr;
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &arr, back, sizeof(back)));
+    assert_memory_equal(back, vals, sizeof(vals));
+    ASSERT_OK(s, tvmrpc_array_free(s, &arr));
+    a[0] = tvmrpc_v_str("nope");
+    ASSERT_RC(s, tvmrpc_call(s, maker, a, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "ValueError");
+    /* remote_array_func (classic) / remote_tensor_func (ffi): 3x4 ones. */
+    const char *ones = gname("rpc.test.remote_array_func", "rpc.test.remote_tensor_func");
+    tvmrpc_array_t m;
+    float one[12];
+    for (int i = 0; i < 12; i++)
+        one[i] = 1.0f;
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 2, (int64_t[]){3, 4}, f32, NULL, &m));
+    ASSERT_OK(s, tvmrpc_array_copy_from_host(s, &m, one, sizeof(one)));
+    a[0] = tvmrpc_v_tensor(&m);
+    ASSERT_OK(s, call2(s, ones, a, 1, &v));
+    one[5] = 2.0f;
+    ASSERT_OK(s, tvmrpc_array_copy_from_host(s, &m, one, sizeof(one)));
+    ASSERT_RC(s, call2(s, ones, a, 1, &v), TVMRPC_ERR_REMOTE);
+    expect_error_text(s, "AssertionError");
+    ASSERT_OK(s, tvmrpc_array_free(s, &m));
+    nop_ok(s);
+    sess_done(s);
+}
+
 static void test_unknown_global_and_handles(void **state)
 {
     tvmrpc_sess_t *s = open_sess();
@@ -731,8 +933,15 @@ static void workspace_battery(tvmrpc_sess_t *s)
     snprintf(want, sizeof(want), "%s/empty,", root);
     assert_non_null(strstr(list, want));
     free(list);
-    ASSERT_RC(s, tvmrpc_listdir(s, "missing", &list), TVMRPC_ERR_REMOTE);
-    expect_error_text(s, "ListDir");
+    /* A missing directory: classic servers raise, ffi ones answer "" (§1.3). */
+    if (tvmrpc_generation(s) == TVMRPC_GEN_FFI) {
+        ASSERT_OK(s, tvmrpc_listdir(s, "missing", &list));
+        assert_string_equal(list, "");
+        free(list);
+    } else {
+        ASSERT_RC(s, tvmrpc_listdir(s, "missing", &list), TVMRPC_ERR_REMOTE);
+        expect_error_text(s, "ListDir");
+    }
     /* remove never fails, and remove("") keeps the workspace. */
     ASSERT_OK(s, tvmrpc_remove(s, "big.bin"));
     ASSERT_OK(s, tvmrpc_remove(s, "big.bin"));
@@ -986,7 +1195,7 @@ static void test_array_64mib_round_trip(void **state)
 static void test_session_timeout(void **state)
 {
     int before = h_log_count(&srv, "timed out");
-    tvmrpc_sess_t *s = open_gen(srv.port, KEY, 1, TVMRPC_GEN_UNKNOWN);
+    tvmrpc_sess_t *s = open_gen(srv.port, KEY, 1, test_gen);
     nop_ok(s);
     /* Idle past the 1 s limit: the server says so, then ends the session. */
     assert_int_equal(wait_log_count(&srv, "timed out", before, 10000), 0);
@@ -1113,6 +1322,129 @@ static void test_auto_server_ffi_client(void **state)
     battery_on("auto", TVMRPC_GEN_FFI, TVMRPC_GEN_FFI);
 }
 
+/* Real work in one session of the given generation: echo, a file round
+ * trip, an array round trip and a copy among remote arrays. */
+static void real_work(int gen)
+{
+    tvmrpc_sess_t *s = open_gen(srv.port, KEY, 0, gen);
+    assert_int_equal(tvmrpc_generation(s), gen);
+    tvmrpc_value_t a = tvmrpc_v_str("which generation?"), v;
+    ASSERT_OK(s, call2(s, "testing.echo", &a, 1, &v));
+    assert_int_equal(v.kind, TVMRPC_STR);
+    assert_string_equal(v.u.s.p, "which generation?");
+    uint8_t *data = pattern(100000, (uint32_t)gen);
+    void *got;
+    size_t n;
+    ASSERT_OK(s, tvmrpc_upload(s, data, 100000, "mixed.bin"));
+    ASSERT_OK(s, tvmrpc_download(s, "mixed.bin", &got, &n));
+    assert_int_equal(n, 100000);
+    assert_memory_equal(got, data, n);
+    free(got);
+    tvmrpc_array_t x, y;
+    const int64_t shape[1] = {25000};
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 1, shape, f32, NULL, &x));
+    ASSERT_OK(s, tvmrpc_array_alloc(s, cpu0, 1, shape, f32, NULL, &y));
+    ASSERT_OK(s, tvmrpc_array_copy_from_host(s, &x, data, 100000));
+    ASSERT_OK(s, tvmrpc_array_copy(s, &x, &y));
+    uint8_t *back = malloc(100000);
+    assert_non_null(back);
+    ASSERT_OK(s, tvmrpc_array_copy_to_host(s, &y, back, 100000));
+    assert_memory_equal(back, data, 100000);
+    free(back);
+    free(data);
+    ASSERT_OK(s, tvmrpc_array_free(s, &x));
+    ASSERT_OK(s, tvmrpc_array_free(s, &y));
+    /* The server's own view of the session's generation: it answers a
+     * listdir of a missing directory the way that generation's servers do. */
+    char *list = NULL;
+    int rc = tvmrpc_listdir(s, "missing", &list);
+    assert_int_equal(rc, gen == TVMRPC_GEN_FFI ? TVMRPC_OK : TVMRPC_ERR_REMOTE);
+    free(list);
+    sess_done(s);
+}
+
+/* The generation is decided per session (PROTOCOL.md §4.12): one auto
+ * server serves classic, then ffi, then classic clients again. */
+static void test_mixed_generations(void **state)
+{
+    real_work(TVMRPC_GEN_CLASSIC);
+    real_work(TVMRPC_GEN_FFI);
+    real_work(TVMRPC_GEN_CLASSIC);
+}
+
+/* ... and never switches within one: after a decisive packet, the same
+ * request in the other generation is malformed for the session, which
+ * ends without a reply. */
+static void switch_attempt(int first_ffi)
+{
+    int before = h_log_count(&srv, "malformed arguments");
+    int fd = raw_session(srv.port);
+    raw_init(fd, "0.8.0");
+    uint8_t b[64];
+    size_t n;
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    raw_get_global_gen(fd, "testing.nop", first_ffi);
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    /* one value: a handle, tag 3 (classic) or OpaquePtr 4 (ffi) */
+    assert_int_equal(n, 16);
+    assert_int_equal(le32(b), 1);
+    assert_int_equal(le32(b + 4), first_ffi ? 4 : 3);
+    raw_get_global_gen(fd, "testing.nop", !first_ffi);
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), -1);
+    fd_done(fd);
+    assert_int_equal(wait_log_count(&srv, "malformed arguments", before, 5000), 0);
+}
+
+static void test_generation_never_switches(void **state)
+{
+    switch_attempt(0);
+    switch_attempt(1);
+    real_work(test_gen == TVMRPC_GEN_FFI ? TVMRPC_GEN_FFI : TVMRPC_GEN_CLASSIC);
+}
+
+/* A first packed sequence that fits neither generation (tag 14 is invalid
+ * in both): the session ends with a log line naming both parse errors and
+ * no reply (§4.8); the server goes on serving either generation. */
+static void test_undecodable_first_packet(void **state)
+{
+    const char *needle = "malformed arguments (classic: ";
+    int before = h_log_count(&srv, needle);
+    uint8_t p[64], b[64];
+    size_t n;
+    /* As kInitServer's constructor arguments ... */
+    int fd = raw_session(srv.port);
+    put_le64(p, 5);
+    memcpy(p + 8, "0.8.0", 5);
+    put_le32(p + 13, 1);
+    put_le32(p + 17, 14);
+    put_le64(p + 21, 0);
+    raw_send(fd, RPC_INIT_SERVER, p, 29);
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), -1);
+    fd_done(fd);
+    assert_int_equal(wait_log_count(&srv, needle, before, 5000), 0);
+    /* ... and as the first tagged request after the neutral kInitServer. */
+    fd = raw_session(srv.port);
+    raw_init(fd, "0.8.0");
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
+    put_le32(p, 1);
+    put_le32(p + 4, 14);
+    put_le64(p + 8, 0);
+    raw_send(fd, RPC_GET_GLOBAL_FUNC, p, 16);
+    assert_int_equal(raw_recv(fd, b, sizeof(b), &n), -1);
+    fd_done(fd);
+    assert_int_equal(wait_log_count(&srv, needle, before + 1, 5000), 0);
+    if (h_log_count(&srv, "ffi: unknown type index (type index 14)") < 2) {
+        h_dump_log(&srv);
+        fail_msg("the log does not give the ffi parse error");
+    }
+    tvmrpc_sess_t *s = open_gen(srv.port, KEY, 0, TVMRPC_GEN_CLASSIC);
+    nop_ok(s);
+    sess_done(s);
+    s = open_gen(srv.port, KEY, 0, TVMRPC_GEN_FFI);
+    nop_ok(s);
+    sess_done(s);
+}
+
 static void echo_once(tvmrpc_sess_t *s)
 {
     tvmrpc_value_t a = tvmrpc_v_str("via tracker"), v;
@@ -1136,7 +1468,7 @@ static void test_via_proxy(void **state)
     assert_int_equal(h_spawn(p, sargv), 0);
     for (int round = 0; round < 2; round++) {
         assert_int_equal(wait_log_count(px, "waits for key pxk", round, H_TIMEOUT_MS), 0);
-        tvmrpc_sess_t *s = open_gen(px->port, "pxk", 30, TVMRPC_GEN_UNKNOWN);
+        tvmrpc_sess_t *s = open_gen(px->port, "pxk", 30, test_gen);
         assert_string_equal(tvmrpc_server_key(s), "server:pxk");
         echo_once(s);
         array_battery(s);
@@ -1164,6 +1496,22 @@ static int summary_has(void *arg)
     return ok;
 }
 
+/* A tracker request in the suite's generation. */
+static tvmrpc_sess_t *request_sess(int port, const char *key, double session_timeout)
+{
+    tvmrpc_opts_t o;
+    tvmrpc_opts_init(&o);
+    o.session_timeout = session_timeout;
+    o.timeout_ms = IO_MS;
+    o.generation = test_gen;
+    char err[512];
+    tvmrpc_sess_t *s =
+        track_sess(tvmrpc_request_opts("127.0.0.1", port, key, 1, 5, &o, err, sizeof(err)));
+    if (!s)
+        fail_msg("request: %s", err);
+    return s;
+}
+
 static void test_tracker_request(void **state)
 {
     hproc_t *t = proc_new(), *p = proc_new();
@@ -1174,23 +1522,13 @@ static void test_tracker_request(void **state)
     assert_int_equal(start_server(p, extra), 0);
     tq_t free1 = {t->port, "\"trk\": {\"free\": 1"};
     assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
-    char err[512];
-    tvmrpc_sess_t *s =
-        track_sess(tvmrpc_request("127.0.0.1", t->port, "trk", 1, 0, 5, err, sizeof(err)));
-    if (!s)
-        fail_msg("request: %s", err);
+    tvmrpc_sess_t *s = request_sess(t->port, "trk", 0);
     assert_string_equal(tvmrpc_server_key(s), "server:trk");
     echo_once(s);
     sess_done(s);
     /* The server offers itself again with a fresh matchkey. */
     assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
-    tvmrpc_opts_t o;
-    tvmrpc_opts_init(&o);
-    o.session_timeout = 5;
-    o.timeout_ms = IO_MS;
-    s = track_sess(tvmrpc_request_opts("127.0.0.1", t->port, "trk", 1, 5, &o, err, sizeof(err)));
-    if (!s)
-        fail_msg("request: %s", err);
+    s = request_sess(t->port, "trk", 5);
     echo_once(s);
     sess_done(s);
     assert_true(h_log_count(p, " -timeout=5 started") > 0);
@@ -1270,11 +1608,7 @@ static void test_tracker_restart(void **state)
     }
     fprintf(stderr, "    re-registered %lld ms after the tracker restart\n",
             (long long)(now_ms() - t0));
-    char msg[512];
-    tvmrpc_sess_t *s =
-        track_sess(tvmrpc_request("127.0.0.1", port, "rst", 1, 0, 5, msg, sizeof(msg)));
-    if (!s)
-        fail_msg("request: %s", msg);
+    tvmrpc_sess_t *s = request_sess(port, "rst", 0);
     echo_once(s);
     sess_done(s);
     h_stop(p);
@@ -1283,6 +1617,14 @@ static void test_tracker_restart(void **state)
 
 int main(void)
 {
+    const char *gen = getenv("TVMRPC_TEST_GEN");
+    if (gen && strcmp(gen, "ffi") == 0)
+        test_gen = TVMRPC_GEN_FFI;
+    else if (gen && *gen && strcmp(gen, "classic") != 0) {
+        fprintf(stderr, "TVMRPC_TEST_GEN must be classic or ffi, not %s\n", gen);
+        return 2;
+    }
+    fprintf(stderr, "generation under test: %s\n", is_ffi() ? "ffi" : "classic");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_connect_and_key, cleanup),
         cmocka_unit_test_teardown(test_raw_wrong_key, cleanup),
@@ -1295,6 +1637,9 @@ int main(void)
         cmocka_unit_test_teardown(test_echo_function_handle_refcount, cleanup),
         cmocka_unit_test_teardown(test_echo_unknown_handles, cleanup),
         cmocka_unit_test_teardown(test_testing_helpers, cleanup),
+        cmocka_unit_test_teardown(test_shape_objects, cleanup),
+        cmocka_unit_test_teardown(test_made_functions, cleanup),
+        cmocka_unit_test_teardown(test_server_owned_arrays, cleanup),
         cmocka_unit_test_teardown(test_unknown_global_and_handles, cleanup),
         cmocka_unit_test_teardown(test_workspace, cleanup),
         cmocka_unit_test_teardown(test_path_escapes, cleanup),
@@ -1308,6 +1653,9 @@ int main(void)
         cmocka_unit_test_teardown(test_classic_server, cleanup),
         cmocka_unit_test_teardown(test_ffi_server, cleanup),
         cmocka_unit_test_teardown(test_auto_server_ffi_client, cleanup),
+        cmocka_unit_test_teardown(test_mixed_generations, cleanup),
+        cmocka_unit_test_teardown(test_generation_never_switches, cleanup),
+        cmocka_unit_test_teardown(test_undecodable_first_packet, cleanup),
         cmocka_unit_test_teardown(test_via_proxy, cleanup),
         cmocka_unit_test_teardown(test_tracker_request, cleanup),
         cmocka_unit_test_teardown(test_tracker_request_retry_error, cleanup),
