@@ -287,6 +287,21 @@ int tvmrpc_array_copy(tvmrpc_sess_t *s, const tvmrpc_array_t *from, const tvmrpc
 /* Release an array (kDevFreeData, or kFreeHandle for returned arrays) and zero it. */
 int tvmrpc_array_free(tvmrpc_sess_t *s, tvmrpc_array_t *a);
 
+/* ---- workspace transfers with progress (tvmrpc put / get) -------------------
+ * The same packets as tvmrpc_upload / tvmrpc_download; only the socket I/O
+ * is cut into 1 MiB slices so a caller can show the bytes moving. done and
+ * total count the bytes of the packet on the wire: the file plus a few dozen
+ * bytes of framing. cb may be NULL. */
+
+typedef void (*tvmrpc_progress_fn)(void *user, uint64_t done, uint64_t total);
+
+int tvmrpc_upload_progress(tvmrpc_sess_t *s, const void *data, size_t len,
+                           const char *remote_name, tvmrpc_progress_fn cb, void *user);
+/* *data belongs to the session (no copy, unlike tvmrpc_download): valid,
+ * and followed by a NUL byte, until the next call on s. */
+int tvmrpc_download_progress(tvmrpc_sess_t *s, const char *remote_name, const void **data,
+                             size_t *len, tvmrpc_progress_fn cb, void *user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,8 +1,7 @@
 /* Client verbs for everyday farm work, built on include/tvmrpc/client.h:
  *   tvmrpc call  [conn] FUNC [ARG...]        call a global function, print the result
  *   tvmrpc run   [conn] LIB [FUNC] [ARG...]  upload a library, load it, call (and time) a function
- * conn is --tracker HOST:PORT --key KEY (a device from the tracker) or
- * --host HOST --port PORT [--key KEY] (a server or a proxy, directly). */
+ * Connection options and "+" chains of steps in one session: chain.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,61 +9,11 @@
 
 #include "base/buf.h"
 #include "base/json.h"
-#include "base/net.h"
+#include "cli/chain.h"
 #include "cli/commands.h"
-#include "cli/opt.h"
 #include "tvmrpc/client.h"
 
 #define MAX_ARGS 32
-
-typedef struct conn_opts {
-    const char *tracker, *host, *key;
-    int port, priority, timeout_s;
-    double session_timeout;
-} conn_opts_t;
-
-#define CONN_SPECS(c)                                                                              \
-    {"tracker", OPT_STR, &(c).tracker, "HOST:PORT", "get a device of --key from this tracker", 0, 0},   \
-    {"host", OPT_STR, &(c).host, "HOST", "connect to this server or proxy directly", 0, 0},           \
-    {"port", OPT_INT, &(c).port, "PORT", "port of --host (default 9090)", 1, 65535},                  \
-    {"key", OPT_STR, &(c).key, "KEY", "device key (default \"\")", 0, 0},                             \
-    {"priority", OPT_INT, &(c).priority, "N", "tracker request priority (default 1)", -1000000, 1000000}, \
-    {"session-timeout", OPT_NUM, &(c).session_timeout, "SEC", "ask the server to end the session after SEC", 0, 0}, \
-    {"timeout", OPT_INT, &(c).timeout_s, "SEC", "give up waiting for the tracker or server after SEC (default: wait)", 0, 86400}
-
-static void conn_defaults(conn_opts_t *c)
-{
-    memset(c, 0, sizeof(*c));
-    c->key = "";
-    c->port = 9090;
-    c->priority = 1;
-}
-
-static tvmrpc_sess_t *conn_open(const conn_opts_t *c, const char *verb)
-{
-    char err[512];
-    tvmrpc_opts_t o;
-    tvmrpc_opts_init(&o);
-    o.session_timeout = c->session_timeout;
-    if (c->timeout_s > 0)
-        o.timeout_ms = c->timeout_s * 1000;
-    tvmrpc_sess_t *s = NULL;
-    if (c->tracker) {
-        char host[256];
-        int port;
-        if (net_parse_hostport(c->tracker, host, sizeof(host), &port, err) < 0) {
-            fprintf(stderr, "tvmrpc %s: --tracker: %s\n", verb, err);
-            return NULL;
-        }
-        s = tvmrpc_request_opts(host, port, c->key, c->priority, 5, &o, err, sizeof(err));
-    } else {
-        s = tvmrpc_connect_opts(c->host ? c->host : "127.0.0.1", c->port, c->key, &o, err,
-                                sizeof(err));
-    }
-    if (!s)
-        fprintf(stderr, "tvmrpc %s: %s\n", verb, err);
-    return s;
-}
 
 /* "42" int, "2.5" float, "s:text" string, "i:7", "f:1", else a string. */
 static tvmrpc_value_t parse_arg(const char *a)
@@ -124,65 +73,46 @@ static void print_value(const tvmrpc_value_t *v)
     buf_free(&b);
 }
 
-static int usage_error(const char *verb, const char *args, const char *summary,
-                       const opt_spec_t *specs, const char *err)
+static int call_check(step_t *st, char *err, size_t errlen)
 {
-    fprintf(stderr, "tvmrpc %s: %s\n", verb, err);
-    opt_usage(stderr, verb, args, summary, specs);
-    return EXIT_USAGE;
+    if (st->npos < 1 || st->npos > MAX_ARGS + 1) {
+        snprintf(err, errlen, st->npos < 1 ? "missing FUNC" : "too many arguments");
+        return CHECK_USAGE;
+    }
+    return CHECK_OK;
 }
 
-static int check_conn(const conn_opts_t *c, char *err, size_t errlen)
+static int call_exec(tvmrpc_sess_t *s, step_t *st, char *err, size_t errlen)
 {
-    if (c->tracker && c->host) {
-        snprintf(err, errlen, "give either --tracker or --host, not both");
+    tvmrpc_value_t args[MAX_ARGS], ret;
+    for (int i = 1; i < st->npos; i++)
+        args[i - 1] = parse_arg(st->pos[i]);
+    uint64_t f = 0;
+    int rc = tvmrpc_get_func(s, st->pos[0], &f);
+    if (rc == 0)
+        rc = tvmrpc_call(s, f, args, st->npos - 1, &ret);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", st->pos[0], tvmrpc_last_error(s));
         return -1;
     }
-    if (c->tracker && !*c->key) {
-        snprintf(err, errlen, "--tracker needs --key");
-        return -1;
-    }
+    print_value(&ret);
+    tvmrpc_free_handle(s, f, TVMRPC_FUNC);
     return 0;
 }
 
+const verb_t verb_call = {
+    "call",
+    "FUNC [ARG...]",
+    "Call a global function on a remote server and print the result.\n"
+    "ARGs: 42 (int), 2.5 (float), anything else a string; force with i:, f:, s:.",
+    NULL,
+    call_check,
+    call_exec,
+};
+
 int cmd_call(int argc, char **argv)
 {
-    conn_opts_t c;
-    conn_defaults(&c);
-    const opt_spec_t specs[] = {CONN_SPECS(c), {NULL, 0, NULL, NULL, NULL, 0, 0}};
-    const char *summary = "Call a global function on a remote server and print the result.\n"
-                          "ARGs: 42 (int), 2.5 (float), anything else a string; "
-                          "force with i:, f:, s:.";
-    char err[256];
-    char *pos[MAX_ARGS + 1];
-    int npos = 0;
-    int rc = opt_parse(specs, argc - 1, argv + 1, pos, MAX_ARGS + 1, &npos, err, sizeof(err));
-    if (rc == OPT_PARSE_HELP) {
-        opt_usage(stdout, "call", "FUNC [ARG...]", summary, specs);
-        return 0;
-    }
-    if (rc == 0 && npos < 1) {
-        snprintf(err, sizeof(err), "missing FUNC");
-        rc = -1;
-    }
-    if (rc < 0 || check_conn(&c, err, sizeof(err)) < 0)
-        return usage_error("call", "FUNC [ARG...]", summary, specs, err);
-    tvmrpc_sess_t *s = conn_open(&c, "call");
-    if (!s)
-        return 1;
-    tvmrpc_value_t args[MAX_ARGS], ret;
-    for (int i = 1; i < npos; i++)
-        args[i - 1] = parse_arg(pos[i]);
-    uint64_t f = 0;
-    rc = tvmrpc_get_func(s, pos[0], &f);
-    if (rc == 0)
-        rc = tvmrpc_call(s, f, args, npos - 1, &ret);
-    if (rc == 0)
-        print_value(&ret);
-    else
-        fprintf(stderr, "tvmrpc call: %s: %s\n", pos[0], tvmrpc_last_error(s));
-    tvmrpc_close(s);
-    return rc == 0 ? 0 : 1;
+    return chain_main(argc, argv);
 }
 
 /* ---- run ------------------------------------------------------------------- */
@@ -286,86 +216,120 @@ static int run_timed(run_ctx_t *r, uint64_t mod, const char *fname, const tvmrpc
     return 0;
 }
 
-int cmd_run(int argc, char **argv)
+static int run_specs(step_t *st, opt_spec_t *out)
 {
-    conn_opts_t c;
-    conn_defaults(&c);
-    int number = 0, repeat = 3;
     const opt_spec_t specs[] = {
-        CONN_SPECS(c),
-        {"time", OPT_INT, &number, "N", "time the function with the server's time evaluator, N runs per repeat", 0, 1000000},
-        {"repeat", OPT_INT, &repeat, "R", "repeats for --time (default 3)", 1, 1000},
-        {NULL, 0, NULL, NULL, NULL, 0, 0},
+        {"time", OPT_INT, &st->number, "N",
+         "time the function with the server's time evaluator, N runs per repeat", 0, 1000000},
+        {"repeat", OPT_INT, &st->repeat, "R", "repeats for --time (default 3)", 1, 1000},
     };
-    const char *summary = "Upload a compiled library, load it on the server and call one of its "
-                          "functions.\nFUNC defaults to the library's entry (__tvm_main__). ARGs: "
-                          "DTYPE:SHAPE (e.g. float32:1024 or float32:4x4) for a random remote "
-                          "array, else a number or string as for 'call'.";
-    char err[512];
-    char *pos[MAX_ARGS + 2];
-    int npos = 0;
-    int rc = opt_parse(specs, argc - 1, argv + 1, pos, MAX_ARGS + 2, &npos, err, sizeof(err));
-    if (rc == OPT_PARSE_HELP) {
-        opt_usage(stdout, "run", "LIB [FUNC] [ARG...]", summary, specs);
-        return 0;
+    memcpy(out, specs, sizeof(specs));
+    return (int)(sizeof(specs) / sizeof(specs[0]));
+}
+
+/* Before a device is taken: the arguments and the library file. */
+static int run_check(step_t *st, char *err, size_t errlen)
+{
+    if (st->npos < 1 || st->npos > MAX_ARGS + 2) {
+        snprintf(err, errlen, st->npos < 1 ? "missing LIB" : "too many arguments");
+        return CHECK_USAGE;
     }
-    if (rc == 0 && npos < 1) {
-        snprintf(err, sizeof(err), "missing LIB");
-        rc = -1;
+    FILE *fp = fopen(st->pos[0], "rb");
+    if (!fp) {
+        snprintf(err, errlen, "%s: %s", st->pos[0], strerror(errno));
+        return CHECK_LOCAL;
     }
-    if (rc < 0 || check_conn(&c, err, sizeof(err)) < 0)
-        return usage_error("run", "LIB [FUNC] [ARG...]", summary, specs, err);
-    run_ctx_t r;
-    memset(&r, 0, sizeof(r));
-    if (!(r.s = conn_open(&c, "run")))
-        return 1;
-    const char *lib = pos[0], *fname = npos > 1 ? pos[1] : "__tvm_main__";
-    tvmrpc_value_t args[MAX_ARGS], ret, modv;
-    int nargs = 0;
+    fclose(fp);
+    return CHECK_OK;
+}
+
+/* Upload LIB, load it and look FUNC up; *func is the function's handle. */
+static int run_load(run_ctx_t *r, const char *lib, const char *fname, uint64_t *mod, uint64_t *func,
+                    char *err, size_t errlen)
+{
     uint64_t load = 0, getf = 0;
-    rc = -1;
-    if (tvmrpc_upload_file(r.s, lib, base_name(lib)) < 0 ||
-        tvmrpc_get_func(r.s, "tvm.rpc.server.load_module", &load) < 0) {
-        snprintf(err, sizeof(err), "%s", tvmrpc_last_error(r.s));
-        goto out;
+    tvmrpc_value_t name = tvmrpc_v_str(base_name(lib)), modv, fv;
+    if (tvmrpc_upload_file(r->s, lib, base_name(lib)) < 0 ||
+        tvmrpc_get_func(r->s, "tvm.rpc.server.load_module", &load) < 0) {
+        snprintf(err, errlen, "%s", tvmrpc_last_error(r->s));
+        return -1;
     }
-    tvmrpc_value_t name = tvmrpc_v_str(base_name(lib));
-    if (tvmrpc_call(r.s, load, &name, 1, &modv) < 0 || modv.kind != TVMRPC_MODULE) {
-        snprintf(err, sizeof(err), "load_module: %s", tvmrpc_last_error(r.s));
-        goto out;
+    if (tvmrpc_call(r->s, load, &name, 1, &modv) < 0 || modv.kind != TVMRPC_MODULE) {
+        snprintf(err, errlen, "load_module: %s", tvmrpc_last_error(r->s));
+        return -1;
     }
-    tvmrpc_value_t gf[3] = {tvmrpc_v_handle(TVMRPC_MODULE, modv.u.h), tvmrpc_v_str(fname),
+    *mod = modv.u.h;
+    tvmrpc_value_t gf[3] = {tvmrpc_v_handle(TVMRPC_MODULE, *mod), tvmrpc_v_str(fname),
                             tvmrpc_v_bool(1)};
-    tvmrpc_value_t fv;
-    if (tvmrpc_get_func(r.s, "tvm.rpc.server.ModuleGetFunction", &getf) < 0 ||
-        tvmrpc_call(r.s, getf, gf, 3, &fv) < 0 || fv.kind != TVMRPC_FUNC) {
-        snprintf(err, sizeof(err), "%s has no function %s", lib, fname);
-        goto out;
+    if (tvmrpc_get_func(r->s, "tvm.rpc.server.ModuleGetFunction", &getf) < 0 ||
+        tvmrpc_call(r->s, getf, gf, 3, &fv) < 0 || fv.kind != TVMRPC_FUNC) {
+        snprintf(err, errlen, "%s has no function %s", lib, fname);
+        return -1;
     }
-    for (int i = 2; i < npos; i++) {
-        if (strchr(pos[i], ':') && strncmp(pos[i], "s:", 2) && strncmp(pos[i], "i:", 2) &&
-            strncmp(pos[i], "f:", 2)) {
-            if (make_array(&r, pos[i], &args[nargs++], err, sizeof(err)) < 0)
-                goto out;
+    *func = fv.u.h;
+    tvmrpc_free_handle(r->s, getf, TVMRPC_FUNC);
+    tvmrpc_free_handle(r->s, load, TVMRPC_FUNC);
+    return 0;
+}
+
+/* ARGs from the command line: DTYPE:SHAPE is a random remote array. */
+static int run_args(run_ctx_t *r, step_t *st, tvmrpc_value_t *args, int *nargs, char *err,
+                    size_t errlen)
+{
+    *nargs = 0;
+    for (int i = 2; i < st->npos; i++) {
+        const char *a = st->pos[i];
+        if (strchr(a, ':') && strncmp(a, "s:", 2) && strncmp(a, "i:", 2) && strncmp(a, "f:", 2)) {
+            if (make_array(r, a, &args[(*nargs)++], err, errlen) < 0)
+                return -1;
         } else {
-            args[nargs++] = parse_arg(pos[i]);
+            args[(*nargs)++] = parse_arg(a);
         }
     }
-    if (tvmrpc_call(r.s, fv.u.h, args, nargs, &ret) < 0) {
-        snprintf(err, sizeof(err), "%s: %s", fname, tvmrpc_last_error(r.s));
+    return 0;
+}
+
+static int run_exec(tvmrpc_sess_t *s, step_t *st, char *err, size_t errlen)
+{
+    run_ctx_t r;
+    memset(&r, 0, sizeof(r));
+    r.s = s;
+    const char *lib = st->pos[0], *fname = st->npos > 1 ? st->pos[1] : "__tvm_main__";
+    tvmrpc_value_t args[MAX_ARGS], ret;
+    int nargs = 0, rc = -1;
+    uint64_t mod = 0, func = 0;
+    if (run_load(&r, lib, fname, &mod, &func, err, errlen) < 0 ||
+        run_args(&r, st, args, &nargs, err, errlen) < 0)
+        goto out;
+    if (tvmrpc_call(s, func, args, nargs, &ret) < 0) {
+        snprintf(err, errlen, "%s: %s", fname, tvmrpc_last_error(s));
         goto out;
     }
     print_value(&ret);
-    if (number > 0 && run_timed(&r, modv.u.h, fname, args, nargs, number, repeat) < 0) {
-        snprintf(err, sizeof(err), "time evaluator: %s", tvmrpc_last_error(r.s));
+    if (st->number > 0 && run_timed(&r, mod, fname, args, nargs, st->number, st->repeat) < 0) {
+        snprintf(err, errlen, "time evaluator: %s", tvmrpc_last_error(s));
         goto out;
     }
     rc = 0;
 out:
-    if (rc < 0)
-        fprintf(stderr, "tvmrpc run: %s\n", err);
     for (int i = 0; i < r.narrays; i++)
-        tvmrpc_array_free(r.s, &r.arrays[i]);
-    tvmrpc_close(r.s);
-    return rc == 0 ? 0 : 1;
+        tvmrpc_array_free(s, &r.arrays[i]);
+    return rc;
+}
+
+const verb_t verb_run = {
+    "run",
+    "LIB [FUNC] [ARG...]",
+    "Upload a compiled library, load it on the server and call one of its functions.\n"
+    "FUNC defaults to the library's entry (__tvm_main__). ARGs: DTYPE:SHAPE (e.g. "
+    "float32:1024 or float32:4x4) for a random remote array, else a number or string as "
+    "for 'call'.",
+    run_specs,
+    run_check,
+    run_exec,
+};
+
+int cmd_run(int argc, char **argv)
+{
+    return chain_main(argc, argv);
 }

@@ -9,6 +9,10 @@ int cmd_server(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
 int cmd_call(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_put(int argc, char **argv);
+int cmd_get(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 #define EXIT_USAGE 2

@@ -20,6 +20,10 @@ static const command_t commands[] = {
     {"query", cmd_query, "print a tracker's servers and queues (python -m tvm.exec.query_rpc_tracker)"},
     {"call", cmd_call, "call a global function on a remote server and print the result"},
     {"run", cmd_run, "upload a compiled library to a server, load it, call (and time) a function"},
+    {"ls", cmd_ls, "list the files in a server's session workspace"},
+    {"put", cmd_put, "upload local files into a server's session workspace"},
+    {"get", cmd_get, "download files from a server's session workspace"},
+    {"rm", cmd_rm, "remove files from a server's session workspace"},
     {"bench", cmd_bench, "measure a server, proxy and tracker against raw loopback TCP"},
     {NULL, NULL, NULL},
 };
@@ -31,6 +35,9 @@ static void usage(FILE *fp)
                 "commands:\n");
     for (const command_t *c = commands; c->name; c++)
         fprintf(fp, "  %-10s %s\n", c->name, c->summary);
+    fprintf(fp, "\ncall, run, ls, put, get and rm chain with '+' into one session, whose\n"
+                "workspace the steps share (each session starts with an empty one):\n"
+                "  tvmrpc put --host 10.0.0.7:9090 in.bin + run model.so main + get out.bin\n");
     fprintf(fp, "\n  tvmrpc COMMAND --help   options of one command\n"
                 "  tvmrpc --version        version and protocol\n");
 }

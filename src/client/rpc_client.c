@@ -1010,3 +1010,127 @@ int tvmrpc_array_free(tvmrpc_sess_t *s, tvmrpc_array_t *a)
         memset(a, 0, sizeof(*a));
     return rc;
 }
+
+/* ==== workspace transfers with progress (tvmrpc put / get) ====================
+ * Added for the command line. The packets are exactly those of tvmrpc_upload
+ * and tvmrpc_download; only the socket I/O is sliced so the caller can be
+ * told how far it got. */
+
+#define PROGRESS_SLICE ((size_t)1 << 20)
+
+/* The cached workspace function fn, looked up on first use. */
+static int ws_func(tvmrpc_sess_t *s, int fn)
+{
+    int rc = usable(s);
+    if (rc < 0)
+        return rc;
+    return s->fn[fn] ? TVMRPC_OK : get_func(s, fn_names[fn], &s->fn[fn]);
+}
+
+/* kCallFunc(fn, args) into s->out. */
+static int build_call(tvmrpc_sess_t *s, uint64_t fn, const tvmrpc_value_t *args, int nargs)
+{
+    buf_reset(&s->out);
+    size_t at = rpc_packet_begin(&s->out, RPC_CALL_FUNC);
+    buf_append_u64le(&s->out, fn);
+    int rc = put_args(s, args, nargs);
+    if (rc == TVMRPC_OK)
+        rpc_packet_end(&s->out, at);
+    return rc;
+}
+
+/* Send s->out one slice at a time, reporting after each. */
+static int send_out_progress(tvmrpc_sess_t *s, tvmrpc_progress_fn cb, void *user)
+{
+    size_t total = s->out.len;
+    for (size_t off = 0; off < total;) {
+        size_t n = total - off < PROGRESS_SLICE ? total - off : PROGRESS_SLICE;
+        struct iovec iov = {buf_head(&s->out) + off, n};
+        int rc = send_iov(s, &iov, 1);
+        if (rc < 0)
+            return rc;
+        off += n;
+        if (cb)
+            cb(user, off, total);
+    }
+    return TVMRPC_OK;
+}
+
+/* recv_return, reading the body one slice at a time. */
+static int recv_return_progress(tvmrpc_sess_t *s, tvmrpc_progress_fn cb, void *user)
+{
+    int32_t code;
+    uint64_t body;
+    int rc = recv_header(s, &code, &body);
+    if (rc < 0)
+        return rc;
+    if (code == RPC_EXCEPTION)
+        return remote_error(s, body, 0);
+    if (code != RPC_RETURN)
+        return fail(s, TVMRPC_ERR_PROTOCOL, "expected a reply, got packet code %d", code);
+    buf_reset(&s->in);
+    uint8_t *p = body < SIZE_MAX ? buf_tail(&s->in, (size_t)body + 1) : NULL;
+    if (!p)
+        return fail(s, TVMRPC_ERR_NOMEM, "cannot buffer a %llu-byte reply",
+                    (unsigned long long)body);
+    for (uint64_t off = 0; off < body;) {
+        size_t n = body - off < PROGRESS_SLICE ? (size_t)(body - off) : PROGRESS_SLICE;
+        if ((rc = recv_exact(s, p + off, n)) < 0)
+            return rc;
+        off += n;
+        if (cb)
+            cb(user, off, body);
+    }
+    p[body] = '\0';
+    buf_commit(&s->in, (size_t)body);
+    return TVMRPC_OK;
+}
+
+/* The kReturn in s->in as a call result, in either layout while the
+ * generation is unknown (as tvmrpc_call decodes it). */
+static int decode_ret(tvmrpc_sess_t *s, tvmrpc_value_t *ret)
+{
+    char err[160];
+    rpc_value_t v;
+    rd_t r = rd_make(buf_head(&s->in), s->in.len);
+    if (s->codec->decode_call_result(&r, &v, &s->ret_tensor, err, sizeof(err)) < 0) {
+        r = rd_make(buf_head(&s->in), s->in.len);
+        if (s->gen != TVMRPC_GEN_UNKNOWN ||
+            rpc_codec_ffi.decode_call_result(&r, &v, &s->ret_tensor, err, sizeof(err)) < 0)
+            return fail(s, TVMRPC_ERR_PROTOCOL, "undecodable call result: %s", err);
+    }
+    rcl_from_wire(&v, ret, &s->ret_arr);
+    return TVMRPC_OK;
+}
+
+int tvmrpc_upload_progress(tvmrpc_sess_t *s, const void *data, size_t len, const char *remote_name,
+                           tvmrpc_progress_fn cb, void *user)
+{
+    if (!remote_name || (!data && len))
+        return fail(s, TVMRPC_ERR_ARG, "tvmrpc_upload_progress: remote_name and data are required");
+    tvmrpc_value_t args[2] = {tvmrpc_v_str(remote_name), tvmrpc_v_bytes(data, len)};
+    int rc = ws_func(s, FN_UPLOAD);
+    if (rc < 0 || (rc = build_call(s, s->fn[FN_UPLOAD], args, 2)) < 0 ||
+        (rc = send_out_progress(s, cb, user)) < 0)
+        return rc;
+    return recv_return(s); /* upload answers None */
+}
+
+int tvmrpc_download_progress(tvmrpc_sess_t *s, const char *remote_name, const void **data,
+                             size_t *len, tvmrpc_progress_fn cb, void *user)
+{
+    if (!remote_name || !data || !len)
+        return fail(s, TVMRPC_ERR_ARG,
+                    "tvmrpc_download_progress: remote_name, data and len are required");
+    tvmrpc_value_t arg = tvmrpc_v_str(remote_name), ret;
+    int rc = ws_func(s, FN_DOWNLOAD);
+    if (rc < 0 || (rc = build_call(s, s->fn[FN_DOWNLOAD], &arg, 1)) < 0 || (rc = send_out(s)) < 0 ||
+        (rc = recv_return_progress(s, cb, user)) < 0 || (rc = decode_ret(s, &ret)) < 0)
+        return rc;
+    if (ret.kind != TVMRPC_BYTES && ret.kind != TVMRPC_STR)
+        return fail(s, TVMRPC_ERR_PROTOCOL, "expected bytes from the server, got kind %d",
+                    (int)ret.kind);
+    *data = ret.u.s.p;
+    *len = ret.u.s.len;
+    return TVMRPC_OK;
+}
