@@ -4,6 +4,9 @@
 #
 #   scripts/bench.sh                 build, run all, print the table
 #   scripts/bench.sh tracker         only bench_tracker (names without "bench_")
+#   scripts/bench.sh threads         thread pool scaling: TVM_NUM_THREADS=1 vs one task
+#                                    per core on compiled kernels (bench/kernels/); run it
+#                                    on a quiet machine, other load lowers the speedup
 #   BENCH_ARGS_tracker="--duration 10" scripts/bench.sh
 #                                    extra arguments for one benchmark
 #   BENCH_TIMEOUT=300 scripts/bench.sh   per-benchmark time limit (default 120 s)

@@ -1,21 +1,50 @@
 #!/usr/bin/env bash
-# demo.sh TVMRPC: a local RPC system on loopback, as the seed document sets
-# one up: a tracker on 127.0.0.1:9190, a server registered under key
-# "local", the query table, and one remote call through the tracker. It
-# stays up until Ctrl-C so you can point your own TVM client at it:
-#   tvm.rpc.connect_tracker("127.0.0.1", 9190).request("local")
+# demo.sh [--once] [TVMRPC]: a local RPC system on loopback, as the seed
+# document sets one up: a tracker on 127.0.0.1:9190, a server registered
+# under key "local", the query table, one remote call through the tracker,
+# and a compiled model run on the server through the graph executor
+# (examples/run_model with the fixture network net.so; docs/models.md).
+#
+# By default it stays up until Ctrl-C so you can point your own TVM client
+# at it:   tvm.rpc.connect_tracker("127.0.0.1", 9190).request("local")
+#
+# --once  exit after the model ran (status 0 only if its output matched the
+#         plain C reference); ports are then ephemeral unless
+#         TVMRPC_DEMO_PORT is set, so it cannot clash with a running demo.
+#
+# Environment: TVMRPC_DEMO_PORT (tracker port; 0 = ephemeral),
+# TVMRPC_DEMO_RUNNER (run_model binary), TVMRPC_DEMO_MODEL (net.so); by
+# default both are looked for in the build directory of TVMRPC.
 set -euo pipefail
+once=0
+if [ "${1:-}" = "--once" ]; then
+    once=1
+    shift
+fi
 bin=${1:-build/tvmrpc}
-port=${TVMRPC_DEMO_PORT:-9190}
+bindir=$(dirname "$bin")
+runner=${TVMRPC_DEMO_RUNNER:-$bindir/examples/run_model}
+model=${TVMRPC_DEMO_MODEL:-$bindir/tests/fixtures/net.so}
+if [ $once = 1 ]; then
+    port=${TVMRPC_DEMO_PORT:-0}
+else
+    port=${TVMRPC_DEMO_PORT:-9190}
+fi
 logdir=$(mktemp -d /tmp/tvmrpc-demo.XXXXXX)
 pids=()
+status=1
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    echo "demo stopped; logs were in $logdir"
+    if [ $once = 1 ] && [ $status = 0 ]; then
+        rm -rf "$logdir"
+        echo "demo done"
+    else
+        echo "demo stopped; logs are in $logdir"
+    fi
 }
 trap cleanup EXIT
-trap 'exit 0' INT TERM
+trap 'status=0; exit 0' INT TERM
 
 wait_for() { # wait_for FILE TEXT: bounded wait for a log line
     for _ in $(seq 1 200); do
@@ -27,31 +56,79 @@ wait_for() { # wait_for FILE TEXT: bounded wait for a log line
     return 1
 }
 
-echo "== tracker on 127.0.0.1:$port"
-"$bin" tracker --host 127.0.0.1 --port "$port" --port-end $((port + 1)) >"$logdir/tracker.log" 2>&1 &
-pids+=($!)
-wait_for "$logdir/tracker.log" "bind to 127.0.0.1:$port"
+bound_port() { # bound_port FILE: the port of the "bind to 127.0.0.1:PORT" line
+    grep -o 'bind to 127\.0\.0\.1:[0-9]*' "$1" | head -1 | cut -d: -f2
+}
 
-echo "== server registered under key 'local'"
-"$bin" server --host 127.0.0.1 --port 9090 --port-end 9199 --tracker "127.0.0.1:$port" --key local \
-    >"$logdir/server.log" 2>&1 &
-pids+=($!)
-wait_for "$logdir/server.log" "registered with tracker"
+start_tracker() {
+    local range=(--port "$port")
+    # A fixed port is asked for alone (fail rather than drift); 0 is any.
+    [ "$port" != 0 ] && range+=(--port-end $((port + 1)))
+    "$bin" tracker --host 127.0.0.1 "${range[@]}" >"$logdir/tracker.log" 2>&1 &
+    pids+=($!)
+    wait_for "$logdir/tracker.log" "bind to 127.0.0.1:"
+    port=$(bound_port "$logdir/tracker.log")
+    echo "== tracker on 127.0.0.1:$port"
+}
 
-for _ in $(seq 1 100); do # until the server's slot is queued
-    "$bin" query --port "$port" | grep -q '^local ' && break
-    sleep 0.05
-done
-echo "== tvmrpc query --port $port"
-"$bin" query --port "$port"
+start_server() {
+    local range=(--port 9090 --port-end 9199)
+    [ $once = 1 ] && [ -z "${TVMRPC_DEMO_PORT:-}" ] && range=(--port 0)
+    "$bin" server --host 127.0.0.1 "${range[@]}" --tracker "127.0.0.1:$port" --key local \
+        >"$logdir/server.log" 2>&1 &
+    pids+=($!)
+    wait_for "$logdir/server.log" "registered with tracker"
+    echo "== server on 127.0.0.1:$(bound_port "$logdir/server.log"), registered under key 'local'"
+}
 
-if "$bin" --help | grep -q '^  call '; then
+show_query() {
+    for _ in $(seq 1 100); do # until the server's slot is queued
+        "$bin" query --port "$port" | grep -q '^local ' && break
+        sleep 0.05
+    done
+    echo "== tvmrpc query --port $port"
+    "$bin" query --port "$port"
+}
+
+remote_call() {
+    "$bin" --help | grep -q '^  call ' || return 0
     echo "== one remote call through the tracker: rpc.test.strcat(\"tvmrpc\", 42) on key 'local'"
     "$bin" call --tracker "127.0.0.1:$port" --key local rpc.test.strcat tvmrpc 42
-fi
+}
 
+# The model: request 'local' from the tracker, upload net.so, load it,
+# GraphExecutorFactory "default"(cpu0), set_input, run, get_output, time.
+run_model() {
+    echo "== a model on the device: $(basename "$model") through the graph executor, key 'local'"
+    if [ ! -x "$runner" ] || [ ! -f "$model" ]; then
+        echo "   (skipped: needs $runner and $model; build with the default"
+        echo "    -DTVMRPC_EXAMPLES=ON -DTVMRPC_TESTS=ON)"
+        return $((once))
+    fi
+    echo "   $runner --tracker 127.0.0.1:$port --key local $model"
+    "$runner" --tracker "127.0.0.1:$port" --key local "$model" | sed 's/^/   /'
+    return "${PIPESTATUS[0]}"
+}
+
+start_tracker
+start_server
+show_query
+remote_call
+echo
+model_rc=0
+run_model || model_rc=$?
+
+if [ $once = 1 ]; then
+    status=$model_rc
+    exit "$status"
+fi
 echo
 echo "Running. Logs: $logdir. From Python with TVM installed:"
 echo "  import tvm.rpc; r = tvm.rpc.connect_tracker('127.0.0.1', $port).request('local')"
 echo "Press Ctrl-C to stop."
-while :; do sleep 3600; done
+# wait, unlike a foreground sleep, returns as soon as a signal arrives.
+while :; do
+    sleep 3600 &
+    pids+=($!)
+    wait $! || true
+done
