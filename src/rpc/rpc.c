@@ -74,3 +74,23 @@ int rpc_get_tensor(rd_t *r, rpc_tensor_t *t, char *err, size_t errlen)
     }
     return 0;
 }
+
+rpc_hs_t rpc_hs_parse(const uint8_t *p, size_t n, const uint8_t **key, size_t *keylen)
+{
+    if (n < 4)
+        return RPC_HS_INCOMPLETE;
+    if (le32(p) != RPC_MAGIC)
+        return RPC_HS_BAD_MAGIC;
+    if (n < 8)
+        return RPC_HS_INCOMPLETE;
+    int32_t len = (int32_t)le32(p + 4);
+    if (len < 0 || len > RPC_MAX_KEY_LEN)
+        return RPC_HS_BAD_LENGTH;
+    if (n < 8 + (size_t)len)
+        return RPC_HS_INCOMPLETE;
+    if (n > 8 + (size_t)len)
+        return RPC_HS_EXTRA;
+    *key = p + 8;
+    *keylen = (size_t)len;
+    return RPC_HS_OK;
+}

@@ -132,4 +132,20 @@ void rpc_packet_end(buf_t *out, size_t start);
 int rpc_put_tensor(buf_t *out, const rpc_tensor_t *t);
 int rpc_get_tensor(rd_t *r, rpc_tensor_t *t, char *err, size_t errlen);
 
+/* ---- handshake (PROTOCOL.md §2.2) ------------------------------------------ */
+
+typedef enum rpc_hs {
+    RPC_HS_OK = 0,
+    RPC_HS_INCOMPLETE = -2, /* need more bytes */
+    RPC_HS_BAD_MAGIC = -3,  /* first 4 bytes are not RPC_MAGIC */
+    RPC_HS_BAD_LENGTH = -4, /* key length < 0 or > RPC_MAX_KEY_LEN */
+    RPC_HS_EXTRA = -5,      /* bytes after the key: the peer did not wait for the reply */
+} rpc_hs_t;
+
+/* Look at the n bytes a connecting peer sent so far: i32 magic, i32 length,
+ * key. On RPC_HS_OK the key is at *key (borrowed from p). Errors are
+ * reported as soon as the bytes that prove them are there, so a server or
+ * proxy never waits on a peer that is already wrong. */
+rpc_hs_t rpc_hs_parse(const uint8_t *p, size_t n, const uint8_t **key, size_t *keylen);
+
 #endif

@@ -450,29 +450,28 @@ static void send_status(int fd, uint32_t code, const char *key)
 /* 1: handshake complete (key in out), 0: need more, -1: reject and close. */
 static int handshake_parse(pending_t *p, char *key, size_t keylen)
 {
-    if (p->in.len < 4)
+    const uint8_t *k;
+    size_t n;
+    switch (rpc_hs_parse(buf_head(&p->in), p->in.len, &k, &n)) {
+    case RPC_HS_INCOMPLETE:
         return 0;
-    uint32_t magic = le32(buf_head(&p->in));
-    if (magic != RPC_MAGIC) {
-        log_warn("server: %s: wrong magic 0x%08x; closing", p->ip, magic);
+    case RPC_HS_OK:
+        break;
+    case RPC_HS_BAD_MAGIC:
+        log_warn("server: %s: wrong magic 0x%08x; closing", p->ip, le32(buf_head(&p->in)));
         return -1;
-    }
-    if (p->in.len < 8)
-        return 0;
-    int32_t len = (int32_t)le32(buf_head(&p->in) + 4);
-    if (len < 0 || len > RPC_MAX_KEY_LEN || (size_t)len >= keylen) {
-        log_warn("server: %s: key length %d outside [0, %d]; closing", p->ip, len,
-                 RPC_MAX_KEY_LEN);
+    case RPC_HS_BAD_LENGTH:
+        log_warn("server: %s: key length %d outside [0, %d]; closing", p->ip,
+                 (int32_t)le32(buf_head(&p->in) + 4), RPC_MAX_KEY_LEN);
         return -1;
-    }
-    if (p->in.len < 8 + (size_t)len)
-        return 0;
-    if (p->in.len > 8 + (size_t)len) {
+    case RPC_HS_EXTRA:
         log_warn("server: %s: bytes sent before the handshake reply; closing", p->ip);
         return -1;
     }
-    memcpy(key, buf_head(&p->in) + 8, (size_t)len);
-    key[len] = '\0';
+    if (n >= keylen)
+        return -1; /* keylen > RPC_MAX_KEY_LEN: cannot happen */
+    memcpy(key, k, n);
+    key[n] = '\0';
     return 1;
 }
 
