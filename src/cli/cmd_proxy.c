@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "base/acl.h"
 #include "base/log.h"
 #include "base/sig.h"
 #include "cli/commands.h"
@@ -42,8 +43,9 @@ int cmd_proxy(int argc, char **argv)
     double t_server = cfg.timeout_server_ms / 1000.0, t_client = cfg.timeout_client_ms / 1000.0;
     double t_handshake = cfg.handshake_timeout_ms / 1000.0;
     int silent = 0, no_splice = 0, max_conns = (int)cfg.max_conns;
+    int max_per_peer = (int)cfg.max_conns_per_peer;
     int relay_kib = 0;
-    const char *example_rpc = NULL, *level = NULL;
+    const char *example_rpc = NULL, *level = NULL, *allow = NULL;
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind (default 127.0.0.1)", 0, 0},
         {"port", OPT_INT, &cfg.port, "PORT", "first port to try (default 9090)", 0, 65535},
@@ -65,8 +67,14 @@ int cmd_proxy(int argc, char **argv)
          "no tracker: MISMATCH a client no server matched within SEC (default 600)", 0, 0},
         {"handshake-timeout", OPT_NUM, &t_handshake, "SEC",
          "drop peers that do not finish the handshake within SEC (default 10)", 0, 0},
+        {"allow", OPT_STR, &allow, "CIDR,...",
+         "accept peers on both ports only from these networks (default: everyone)", 0, 0},
         {"max-conns", OPT_INT, &max_conns, "N", "refuse connections beyond N (default 65536)", 2,
          10000000},
+        {"max-conns-per-peer", OPT_INT, &max_per_peer, "N",
+         "refuse connections beyond N from one IP address, waiting or paired, both ports "
+         "together; 0 = no limit (default 256)",
+         0, 10000000},
         {"relay-buffer", OPT_INT, &relay_kib, "KIB",
          "bytes queued per direction before the sender is paused (default 1024 with splice, "
          "256 when copying)",
@@ -99,6 +107,9 @@ int cmd_proxy(int argc, char **argv)
                  "endpoint /ws works without them");
         rc = -1;
     }
+    acl_t acl = {0};
+    if (rc == 0 && allow && acl_parse(&acl, allow, err, sizeof(err)) < 0)
+        rc = -1;
     cfg.timeout_server_ms = secs_to_ms(t_server);
     cfg.timeout_client_ms = secs_to_ms(t_client);
     cfg.handshake_timeout_ms = secs_to_ms(t_handshake);
@@ -108,6 +119,7 @@ int cmd_proxy(int argc, char **argv)
         rc = -1;
     }
     if (rc < 0) {
+        acl_free(&acl);
         fprintf(stderr, "tvmrpc proxy: %s\n", err);
         opt_usage(stderr, "proxy", NULL, summary, specs);
         return EXIT_USAGE;
@@ -115,6 +127,8 @@ int cmd_proxy(int argc, char **argv)
     log_init("proxy", lvl);
     log_set_silent(silent);
     cfg.max_conns = (size_t)max_conns;
+    cfg.max_conns_per_peer = (size_t)max_per_peer;
+    cfg.allow = &acl;
     if (relay_kib)
         cfg.relay.high_water = cfg.relay.pipe_size = (size_t)relay_kib * 1024;
     cfg.relay.splice = !no_splice;
@@ -125,12 +139,14 @@ int cmd_proxy(int argc, char **argv)
     proxy_t *p = proxy_create(&cfg, err, sizeof(err));
     if (!p) {
         log_error("cannot start proxy: %s", err);
+        acl_free(&acl);
         return 1;
     }
     const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
     int sig_fd = sig_pipe_install(sigs, 3);
     rc = proxy_run(p, sig_fd);
     proxy_free(p);
+    acl_free(&acl);
     log_info("proxy stopped");
     return rc < 0 ? 1 : 0;
 }

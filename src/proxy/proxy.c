@@ -39,6 +39,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/peercap.h"
 #include "base/sig.h"
 #include "proxy/ptrk.h"
 #include "proxy/ws.h"
@@ -71,6 +72,8 @@ typedef struct pconn {
     int ws;
     pc_state_t state;
     char peer[NET_IP_LEN + 8];
+    struct sockaddr_storage addr; /* counted in p->peers while counted is set */
+    int counted;
     buf_t in;  /* TCP: handshake bytes; web: the HTTP request, then raw frames */
     buf_t hs;  /* WebSocket: decoded payload, i.e. the RPC handshake */
     buf_t out; /* wire-ready bytes not yet sent */
@@ -100,6 +103,7 @@ typedef struct pool {
 typedef struct ppair {
     relay_t *r;
     struct proxy *p;
+    struct sockaddr_storage addr[2]; /* both peers stay counted until the relay ends */
     struct ppair *prev, *next;
 } ppair_t;
 
@@ -120,6 +124,7 @@ struct proxy {
     pool_t servers, clients;
     ppair_t *pairs;
     size_t npairs;
+    peercap_t peers; /* open connections per peer address (--max-conns-per-peer) */
     /* tracker mode */
     ptrk_t *trk;
     char trk_host[256];
@@ -291,6 +296,8 @@ static void pc_destroy(pconn_t *c)
         ev_del(p->loop, c->fd, EV_READ | EV_WRITE);
         close(c->fd);
     }
+    if (c->counted)
+        peercap_release(&p->peers, &c->addr);
     buf_free(&c->in);
     buf_free(&c->hs);
     buf_free(&c->out);
@@ -413,6 +420,14 @@ static void pc_reject(pconn_t *c, uint32_t code)
 
 /* ---- pairing ------------------------------------------------------------------ */
 
+/* Both sockets of the pair are closed: uncount the peers, free. */
+static void pair_release(ppair_t *pp)
+{
+    peercap_release(&pp->p->peers, &pp->addr[0]);
+    peercap_release(&pp->p->peers, &pp->addr[1]);
+    free(pp);
+}
+
 static void pair_done(void *ctx, relay_t *r)
 {
     ppair_t *pp = ctx;
@@ -424,7 +439,7 @@ static void pair_done(void *ctx, relay_t *r)
     if (pp->next)
         pp->next->prev = pp->prev;
     p->npairs--;
-    free(pp);
+    pair_release(pp);
 }
 
 /* SUCCESS, the other side's full key, queued after whatever c still owes. */
@@ -470,10 +485,17 @@ static void proxy_pair(proxy_t *p, pconn_t *srv, pconn_t *cli)
     pc_end_cfg(srv, &a, sname, sizeof(sname));
     pc_end_cfg(cli, &b, cname, sizeof(cname));
     ppair_t *pp = calloc(1, sizeof(*pp));
-    /* The relay owns the fds from here on, whatever happens. */
+    /* The relay owns the fds from here on, whatever happens; the pair holds
+     * the peers' counts until the relay has closed both. */
     ev_del(p->loop, srv->fd, EV_READ | EV_WRITE);
     ev_del(p->loop, cli->fd, EV_READ | EV_WRITE);
     srv->fd = cli->fd = -1;
+    if (pp) {
+        pp->p = p;
+        pp->addr[0] = srv->addr;
+        pp->addr[1] = cli->addr;
+        srv->counted = cli->counted = 0;
+    }
     pc_doom(srv);
     pc_doom(cli);
     if (!pp) {
@@ -482,11 +504,10 @@ static void proxy_pair(proxy_t *p, pconn_t *srv, pconn_t *cli)
         log_error("%s: out of memory pairing %s with %s", __func__, sname, cname);
         return;
     }
-    pp->p = p;
     pp->r = relay_start(p->loop, &p->cfg.relay, &a, &b, pair_done, pp, err, sizeof(err));
     if (!pp->r) {
         log_error("%s: cannot relay %s <-> %s: %s", __func__, sname, cname, err);
-        free(pp);
+        pair_release(pp);
         return;
     }
     pp->next = p->pairs;
@@ -1025,10 +1046,13 @@ static int64_t pc_handshake_expired(ev_loop_t *loop, ev_timer_t *t, void *data)
 
 /* ---- accept ------------------------------------------------------------------- */
 
-static void pc_create(proxy_t *p, int fd, const char *ip, int port, int ws)
+/* fd is admitted and its peer (addr) counted: the count goes with c. */
+static void pc_create(proxy_t *p, int fd, const char *ip, int port, int ws,
+                      const struct sockaddr_storage *addr)
 {
     pconn_t *c = calloc(1, sizeof(*c));
     if (!c) {
+        peercap_release(&p->peers, addr);
         close(fd);
         return;
     }
@@ -1036,6 +1060,8 @@ static void pc_create(proxy_t *p, int fd, const char *ip, int port, int ws)
     c->id = ++p->next_id;
     c->fd = fd;
     c->ws = ws;
+    c->addr = *addr;
+    c->counted = 1;
     c->state = ws ? PC_HTTP : PC_HANDSHAKE;
     snprintf(c->peer, sizeof(c->peer), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
     /* TCP: a handshake at most; web: the HTTP head plus what may follow it. */
@@ -1079,6 +1105,43 @@ static void proxy_accept_pause(proxy_t *p, int lfd, int ws, const char *err)
     p->accept_timer[ws] = ev_timer_add(p->loop, NET_ACCEPT_PAUSE_MS, proxy_accept_resume, p);
 }
 
+/* May this peer have one more connection? --allow first, as the tracker and
+ * server do, then the overall and the per-address caps. 0 with the peer
+ * counted in p->peers (addr filled in), or -1 after a log line. */
+static int proxy_admit(proxy_t *p, int fd, const char *ip, int port, int ws,
+                       struct sockaddr_storage *addr)
+{
+    const char *port_name = ws ? "web " : "";
+    if (!acl_allows(p->cfg.allow, ip)) {
+        log_warn("proxy: %s%s:%d: not in --allow; refusing", port_name, ip, port);
+        return -1;
+    }
+    if (p->nconns + 2 * p->npairs >= p->cfg.max_conns) {
+        log_warn("proxy: %s%s:%d: connection limit %zu reached; refusing", port_name, ip, port,
+                 p->cfg.max_conns);
+        return -1;
+    }
+    memset(addr, 0, sizeof(*addr));
+    socklen_t len = sizeof(*addr);
+    if (p->cfg.max_conns_per_peer && getpeername(fd, (struct sockaddr *)addr, &len) < 0) {
+        log_info("proxy: %s%s:%d: gone before it was accepted (%s)", port_name, ip, port,
+                 strerror(errno));
+        return -1;
+    }
+    int rc = peercap_take(&p->peers, addr);
+    if (rc == PEERCAP_FULL) {
+        log_warn("proxy: %s%s:%d: %zu connections from this address already "
+                 "(--max-conns-per-peer); refusing",
+                 port_name, ip, port, p->cfg.max_conns_per_peer);
+        return -1;
+    }
+    if (rc < 0) {
+        log_error("%s: %s:%d: out of memory counting connections; refusing", __func__, ip, port);
+        return -1;
+    }
+    return 0;
+}
+
 static void proxy_accept(proxy_t *p, int lfd, int ws)
 {
     for (int i = 0; i < 256; i++) {
@@ -1094,13 +1157,12 @@ static void proxy_accept(proxy_t *p, int lfd, int ws)
                 log_warn("proxy: %s", err);
             return;
         }
-        if (p->nconns + 2 * p->npairs >= p->cfg.max_conns) {
-            log_warn("proxy: %s:%d: connection limit %zu reached; refusing", ip, port,
-                     p->cfg.max_conns);
+        struct sockaddr_storage addr;
+        if (proxy_admit(p, fd, ip, port, ws, &addr) < 0) {
             close(fd);
             continue;
         }
-        pc_create(p, fd, ip, port, ws);
+        pc_create(p, fd, ip, port, ws, &addr);
     }
 }
 
@@ -1137,6 +1199,10 @@ void proxy_config_defaults(proxy_config_t *cfg)
     cfg->timeout_client_ms = 600000;
     cfg->handshake_timeout_ms = 10000;
     cfg->max_conns = 65536;
+    /* Enough for a tuning host running many sessions, or a rack of boards
+     * behind one NAT address; low enough that one host cannot take all of
+     * --max-conns. */
+    cfg->max_conns_per_peer = 256;
     cfg->ws_max_frame = 256u * 1024 * 1024;
     relay_config_defaults(&cfg->relay);
 }
@@ -1184,6 +1250,7 @@ proxy_t *proxy_create(const proxy_config_t *cfg, char *err, size_t errlen)
     }
     p->cfg = *cfg;
     p->lfd = p->wfd = p->sig_fd = -1;
+    peercap_init(&p->peers, cfg->max_conns_per_peer);
     p->loop = ev_create(1024, EV_BACKEND_AUTO);
     if (!p->loop) {
         snprintf(err, errlen, "out of memory");
@@ -1259,6 +1326,7 @@ void proxy_free(proxy_t *p)
     free(p->keys);
     free(p->servers.b);
     free(p->clients.b);
+    peercap_free(&p->peers);
     if (p->lfd >= 0)
         close(p->lfd);
     if (p->wfd >= 0)

@@ -5,7 +5,9 @@
  * match key (§3.3); with a tracker it registers every waiting server there
  * under a fresh slot key and admits only clients presenting a slot key
  * (§3.4). The same endpoint is offered as WebSocket /ws on the web port
- * (§3.6). Single-threaded on the ev loop; nothing blocks it except name
+ * (§3.6). Peers are admitted at accept on both ports by --allow and by
+ * connection caps, overall and per IP address (base/peercap.c).
+ * Single-threaded on the ev loop; nothing blocks it except name
  * resolution of a non-numeric tracker host. */
 #ifndef TVMRPC_PROXY_H
 #define TVMRPC_PROXY_H
@@ -13,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/acl.h"
 #include "proxy/relay.h"
 
 typedef struct proxy_config {
@@ -24,7 +27,9 @@ typedef struct proxy_config {
     const char *custom_addr; /* host the tracker hands to clients instead of our address */
     int timeout_server_ms, timeout_client_ms; /* no-tracker pools; TVM 600 s */
     int handshake_timeout_ms;
-    size_t max_conns; /* handshaking + waiting + 2 per pair */
+    size_t max_conns;          /* handshaking + waiting + 2 per pair */
+    size_t max_conns_per_peer; /* the same, per peer IP address; 0 = no limit */
+    const acl_t *allow;        /* --allow on both ports; NULL or empty = everyone */
     uint64_t ws_max_frame;
     relay_config_t relay;
 } proxy_config_t;

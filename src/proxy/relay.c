@@ -241,18 +241,32 @@ static int ws_on_control(void *ctx, int opcode, const uint8_t *p, size_t n)
 
 static const ws_sink_t relay_ws_sink = {ws_on_data, ws_on_control};
 
+/* How much one read may take for o: what still fits under high_water (at
+ * least 1; end_read checked there is room). Reading no more than that
+ * keeps o's buffer within high_water, or high_water plus one frame header
+ * for a WebSocket end, so its allocation never doubles past the bound. */
+static size_t read_room(const rend_t *o)
+{
+    size_t hw = o->r->cfg.high_water, q = pending(o);
+    size_t room = hw > q ? hw - q : 1;
+    if (o->ws && room > 2 * WS_MAX_HEADER)
+        room -= WS_MAX_HEADER;
+    return room < RELAY_CHUNK ? room : RELAY_CHUNK;
+}
+
 /* Copy mode: one recv into o's buffer (or through the WebSocket decoder).
  * Returns bytes read, 0 at EOF, -1 with errno, or -2 after a protocol error
  * that already ended the pair. */
 static ssize_t read_copy(rend_t *e, rend_t *o)
 {
+    size_t want = read_room(o);
     if (!e->ws && !o->ws) {
-        uint8_t *tail = buf_tail(&o->out, RELAY_CHUNK);
+        uint8_t *tail = buf_tail(&o->out, want);
         if (!tail) {
             end_dead(e, "out of memory");
             return -2;
         }
-        ssize_t n = recv(e->fd, tail, RELAY_CHUNK, 0);
+        ssize_t n = recv(e->fd, tail, want, 0);
         if (n > 0) {
             buf_commit(&o->out, (size_t)n);
             e->rx += (uint64_t)n;
@@ -261,7 +275,7 @@ static ssize_t read_copy(rend_t *e, rend_t *o)
         return n;
     }
     uint8_t chunk[RELAY_CHUNK];
-    ssize_t n = recv(e->fd, chunk, sizeof(chunk), 0);
+    ssize_t n = recv(e->fd, chunk, want, 0);
     if (n <= 0)
         return n;
     if (!e->ws) {

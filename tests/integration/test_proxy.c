@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1126,6 +1127,413 @@ static void test_tracker_restart_reregisters(void **state)
     free(slot);
 }
 
+/* ---- who may connect: --allow, --max-conns-per-peer ------------------------------ */
+
+/* A connection the proxy refuses at accept is closed before any byte. */
+static void expect_refused(int port)
+{
+    int fd = tcp_connect(port);
+    assert_true(closed_without_reply(fd, H_TIMEOUT_MS));
+    close(fd);
+}
+
+static void test_allow_list(void **state)
+{
+    hproc_t p;
+    char wp[16];
+    snprintf(wp, sizeof(wp), "%d", free_port());
+    const char *deny[] = {"--allow",    "10.0.0.0/8,::2", "--web-port", wp,
+                          "--web-host", "127.0.0.1",      NULL};
+    assert_int_equal(start_proxy(&p, deny), 0);
+    assert_int_equal(h_wait_log(&p, "web port listening", H_TIMEOUT_MS), 0);
+    expect_refused(p.port);
+    assert_int_equal(h_wait_log(&p, "proxy: 127.0.0.1:", H_TIMEOUT_MS), 0);
+    assert_int_equal(h_wait_log(&p, "not in --allow; refusing", H_TIMEOUT_MS), 0);
+    /* The web port is guarded the same way. */
+    expect_refused(atoi(wp));
+    assert_int_equal(h_wait_log(&p, "proxy: web 127.0.0.1:", H_TIMEOUT_MS), 0);
+    assert_int_equal(h_log_count(&p, "not in --allow; refusing"), 2);
+    assert_int_equal(h_stop(&p), 0);
+
+    snprintf(wp, sizeof(wp), "%d", free_port());
+    const char *allow[] = {
+        "--allow", "10.0.0.0/8,127.0.0.0/8", "--web-port", wp, "--web-host", "127.0.0.1", NULL};
+    assert_int_equal(start_proxy(&p, allow), 0);
+    assert_int_equal(h_wait_log(&p, "web port listening", H_TIMEOUT_MS), 0);
+    int srv, cli;
+    make_pair(p.port, "server:acl", "client:acl", &srv, &cli);
+    assert_int_equal(pump(cli, srv, 10000, 10000), 0);
+    close(srv);
+    close(cli);
+    wsc_t w;
+    wsc_open(&w, atoi(wp));
+    wsc_close(&w);
+    assert_int_equal(h_log_count(&p, "not in --allow"), 0);
+    assert_int_equal(h_stop(&p), 0);
+
+    char out[4096];
+    const char *bad[] = {"proxy", "--allow", "10.0.0.0/33", NULL};
+    assert_int_equal(h_run(bad, out, sizeof(out), H_TIMEOUT_MS), 2);
+}
+
+#define PEER_CAP_LOG "connections from this address already (--max-conns-per-peer); refusing"
+
+/* A connection that sent half a handshake: its close is logged, so a test
+ * can wait until the proxy has seen it. */
+static int half_hello(int port)
+{
+    int fd = tcp_connect(port);
+    uint8_t magic[4];
+    put_le32(magic, RPC_MAGIC);
+    send_all(fd, magic, 4);
+    return fd;
+}
+
+static void test_max_conns_per_peer(void **state)
+{
+    hproc_t p;
+    char wp[16];
+    snprintf(wp, sizeof(wp), "%d", free_port());
+    const char *extra[] = {"--max-conns-per-peer", "3",         "--web-port", wp,
+                           "--web-host",           "127.0.0.1", NULL};
+    assert_int_equal(start_proxy(&p, extra), 0);
+    assert_int_equal(h_wait_log(&p, "web port listening", H_TIMEOUT_MS), 0);
+    /* Waiting, half-handshaken and web connections all count, on both ports. */
+    int srv = rpc_hello(p.port, "server:cap");
+    assert_int_equal(h_wait_log(&p, "waits for key cap", H_TIMEOUT_MS), 0);
+    int half = half_hello(p.port);
+    wsc_t web;
+    wsc_open(&web, atoi(wp)); /* upgraded, so surely accepted before what follows */
+    expect_refused(p.port);
+    expect_refused(atoi(wp));
+    assert_int_equal(h_wait_log(&p, PEER_CAP_LOG, H_TIMEOUT_MS), 0);
+    assert_true(quiet(srv, 50) && quiet(web.fd, 50)); /* the admitted ones are untouched */
+    /* One leaves: one more is admitted, and it pairs. */
+    close(half);
+    assert_int_equal(h_wait_log(&p, "closed in the middle of its handshake", H_TIMEOUT_MS), 0);
+    int cli = rpc_hello(p.port, "client:cap");
+    expect_success(cli, "server:cap");
+    expect_success(srv, "client:cap");
+    /* A pair counts two until both its sockets are closed. */
+    expect_refused(p.port);
+    assert_int_equal(pump(cli, srv, 100000, 100000), 0);
+    close(cli);
+    close(srv);
+    assert_int_equal(h_wait_log(&p, "pair server:cap", H_TIMEOUT_MS), 0);
+    int s2 = rpc_hello(p.port, "server:cap2");
+    int c2 = rpc_hello(p.port, "client:cap2");
+    expect_success(s2, "client:cap2");
+    expect_success(c2, "server:cap2");
+    expect_refused(atoi(wp));
+    assert_int_equal(h_log_count(&p, PEER_CAP_LOG), 4);
+    close(s2);
+    close(c2);
+    wsc_close(&web);
+    assert_int_equal(h_stop(&p), 0);
+
+    char out[4096];
+    const char *bad[] = {"proxy", "--max-conns-per-peer", "-1", NULL};
+    assert_int_equal(h_run(bad, out, sizeof(out), H_TIMEOUT_MS), 2);
+}
+
+/* ---- 256 pairs at once: the memory bound (docs/proxy.md) ---------------------------- */
+
+#define MANY_PAIRS 256
+#define MANY_FAST_BYTES (1u << 20)  /* each way, fast pairs */
+#define MANY_SLOW_EVERY 8           /* every 8th pair has a slow reader */
+#define MANY_SLOW_BYTES (16u << 20) /* toward the slow reader */
+#define MANY_SLOW_BACK 65536u       /* from the slow reader, read normally */
+#define MANY_SLOW_READ 16384        /* bytes a slow reader takes per round */
+#define KIB 1024u
+
+/* The bound of docs/proxy.md, from relay.c's buffer sizes: each direction
+ * of a copy-mode pair queues at most relay-buffer bytes in a buf that grows
+ * by doubling, i.e. an allocation of relay-buffer rounded up to a power of
+ * two; 32 KiB more per pair cover its state (relay_t, ppair_t), allocator
+ * headers and the freed smaller chunks its buffers grew through (with every
+ * queue full, 256 pairs measured 537 KiB each). The base is the idle proxy
+ * plus 8 MiB for the event loop's tables and the connections' handshake
+ * state before pairing. */
+#define MANY_PAIR_STATE (32 * KIB)
+#define MANY_BASE_SLACK (8192 * KIB)
+
+static size_t pow2_ceil(size_t n)
+{
+    size_t p = 256; /* buf's first allocation */
+    while (p < n)
+        p *= 2;
+    return p;
+}
+
+/* A field of /proc/<pid>/status in KiB ("VmRSS:", "VmHWM:"), or 0. */
+static size_t proc_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    size_t kib = 0;
+    while (fp && fgets(line, sizeof(line), fp)) {
+        if (strncmp(line, field, strlen(field)) == 0)
+            kib = strtoul(line + strlen(field), NULL, 10);
+    }
+    if (fp)
+        fclose(fp);
+    return kib;
+}
+
+/* Streams are slices of one random table at offsets that differ per flow
+ * (7919 is odd, so 512 flows get 512 distinct offsets): bytes from another
+ * pair, or from another place in the stream, do not match. */
+static uint8_t stream_tab[65536];
+
+static void stream_init(void)
+{
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < sizeof(stream_tab); i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        stream_tab[i] = (uint8_t)x;
+    }
+}
+
+static uint8_t stream_byte(unsigned flow, size_t k)
+{
+    return stream_tab[(k + flow * 7919u) & 0xffff] ^ (uint8_t)(k >> 16);
+}
+
+typedef struct flow {
+    size_t want, sent, got;
+    unsigned id;
+} flow_t;
+
+typedef struct mpair {
+    int fd[2];   /* [0] server, [1] client */
+    flow_t f[2]; /* f[d]: written on fd[d], read on fd[1 - d] */
+    int slow;    /* the server reads f[1] slowly (and not at all while paused) */
+} mpair_t;
+
+typedef struct many {
+    mpair_t p[MANY_PAIRS];
+    int paused;
+    int64_t slow_progress_ms; /* last time a slow pair's writer got a byte out */
+    size_t peak_rss_kib;
+    int64_t next_sample_ms;
+    pid_t pid;
+} many_t;
+
+/* max: the most one send may take (no point generating what will not fit). */
+static int flow_send(flow_t *f, int fd, size_t max)
+{
+    uint8_t b[65536];
+    size_t n = f->want - f->sent < max ? f->want - f->sent : max;
+    for (size_t k = 0; k < n; k++)
+        b[k] = stream_byte(f->id, f->sent + k);
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    if (w < 0)
+        return errno == EAGAIN ? 0 : -1;
+    f->sent += (size_t)w;
+    return (int)(w > 0);
+}
+
+static int flow_recv(flow_t *f, int fd, size_t max)
+{
+    uint8_t b[65536];
+    ssize_t r = recv(fd, b, max < sizeof(b) ? max : sizeof(b), 0);
+    if (r < 0)
+        return errno == EAGAIN ? 0 : -1;
+    if (r == 0 || f->got + (size_t)r > f->want)
+        return -1;
+    for (ssize_t k = 0; k < r; k++) {
+        if (b[k] != stream_byte(f->id, f->got + (size_t)k))
+            return -1;
+    }
+    f->got += (size_t)r;
+    return 0;
+}
+
+static int many_done(const many_t *m, int slow_too)
+{
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        const mpair_t *mp = &m->p[i];
+        for (int d = 0; d < 2; d++) {
+            if (mp->f[d].got < mp->f[d].want && (slow_too || !mp->slow || d == 0))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static void many_sample(many_t *m)
+{
+    if (mono_ms() < m->next_sample_ms)
+        return;
+    size_t rss = proc_kib(m->pid, "VmRSS:");
+    m->peak_rss_kib = rss > m->peak_rss_kib ? rss : m->peak_rss_kib;
+    m->next_sample_ms = mono_ms() + 50;
+}
+
+/* One poll round over every socket. -1 if a byte was wrong or a peer left. */
+static int many_round(many_t *m)
+{
+    static struct pollfd pf[2 * MANY_PAIRS];
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        mpair_t *mp = &m->p[i];
+        for (int d = 0; d < 2; d++) {
+            short ev = mp->f[d].sent < mp->f[d].want ? POLLOUT : 0;
+            if (mp->f[1 - d].got < mp->f[1 - d].want && !(mp->slow && d == 0 && m->paused))
+                ev |= POLLIN;
+            pf[2 * i + d] = (struct pollfd){mp->fd[d], ev, 0};
+        }
+    }
+    if (poll(pf, 2 * MANY_PAIRS, 100) < 0)
+        return -1;
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        mpair_t *mp = &m->p[i];
+        for (int d = 0; d < 2; d++) {
+            short re = pf[2 * i + d].revents;
+            if (re & POLLOUT) {
+                int rc = flow_send(&mp->f[d], mp->fd[d], mp->slow && d == 1 ? 16384 : 65536);
+                if (rc < 0)
+                    return -1;
+                if (rc > 0 && mp->slow && d == 1)
+                    m->slow_progress_ms = mono_ms();
+            }
+            size_t max = mp->slow && d == 0 ? MANY_SLOW_READ : 65536;
+            if ((re & (POLLIN | POLLHUP | POLLERR)) && flow_recv(&mp->f[1 - d], mp->fd[d], max) < 0)
+                return -1;
+        }
+    }
+    many_sample(m);
+    return 0;
+}
+
+/* Pair MANY_PAIRS servers and clients: all servers first, then all clients,
+ * then the replies, so the proxy handles them as a crowd. */
+static void many_connect(many_t *m, int port)
+{
+    char key[64];
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        snprintf(key, sizeof(key), "server:many%d", i);
+        m->p[i].fd[0] = rpc_hello(port, key);
+    }
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        snprintf(key, sizeof(key), "client:many%d", i);
+        m->p[i].fd[1] = rpc_hello(port, key);
+    }
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        mpair_t *mp = &m->p[i];
+        snprintf(key, sizeof(key), "client:many%d", i);
+        expect_success(mp->fd[0], key);
+        snprintf(key, sizeof(key), "server:many%d", i);
+        expect_success(mp->fd[1], key);
+        mp->slow = i % MANY_SLOW_EVERY == 1;
+        mp->f[0].want = mp->slow ? MANY_SLOW_BACK : MANY_FAST_BYTES;
+        mp->f[1].want = mp->slow ? MANY_SLOW_BYTES : MANY_FAST_BYTES;
+        for (int d = 0; d < 2; d++) {
+            mp->f[d].id = (unsigned)(2 * i + d);
+            net_set_nonblock(mp->fd[d], 1);
+        }
+    }
+}
+
+/* Enough descriptors for 512 sockets here and in the proxy (which raises
+ * its own soft limit to the hard one); 0, or -1 if the hard limit is too low. */
+static int raise_nofile(rlim_t need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max < need)
+        return -1;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* 256 pairs relay at once, half of them toward a reader that first stops
+ * and then reads slowly: every byte arrives intact, the slow writers are
+ * held back (back-pressure), and the proxy's RSS stays under the bound. */
+static void many_pairs_run(const char *mode, const char *const *extra, size_t relay_buffer)
+{
+    if (raise_nofile(2 * MANY_PAIRS + 128) < 0) {
+        fprintf(stderr, "skipping: RLIMIT_NOFILE hard limit below %d\n", 2 * MANY_PAIRS + 128);
+        skip();
+    }
+    stream_init();
+    hproc_t p;
+    assert_int_equal(start_proxy(&p, extra), 0);
+    many_t *m = calloc(1, sizeof(*m));
+    assert_non_null(m);
+    m->pid = p.pid;
+    size_t idle_kib = proc_kib(p.pid, "VmRSS:");
+    size_t per_pair = 2 * pow2_ceil(relay_buffer) + MANY_PAIR_STATE;
+    size_t bound_kib = idle_kib + MANY_BASE_SLACK / KIB + MANY_PAIRS * per_pair / KIB;
+
+    int64_t t0 = mono_ms();
+    many_connect(m, p.port);
+    int64_t t_paired = mono_ms();
+    /* Phase 1: slow readers read nothing until their writers are stuck. */
+    m->paused = 1;
+    m->slow_progress_ms = mono_ms();
+    int64_t deadline = mono_ms() + 60000;
+    while ((!many_done(m, 0) || mono_ms() - m->slow_progress_ms < 300) && mono_ms() < deadline)
+        assert_int_equal(many_round(m), 0);
+    assert_true(many_done(m, 0));
+    size_t stuck_rss_kib = proc_kib(p.pid, "VmRSS:");
+    int64_t t_stuck = mono_ms();
+    int held = 0, nslow = MANY_PAIRS / MANY_SLOW_EVERY;
+    size_t held_bytes = 0;
+    for (int i = 1; i < MANY_PAIRS; i += MANY_SLOW_EVERY) {
+        held += m->p[i].f[1].sent < m->p[i].f[1].want;
+        held_bytes += m->p[i].f[1].sent - m->p[i].f[1].got;
+    }
+    /* Phase 2: the slow readers take a little at a time. */
+    m->paused = 0;
+    deadline = mono_ms() + 60000;
+    while (!many_done(m, 1) && mono_ms() < deadline)
+        assert_int_equal(many_round(m), 0);
+    assert_true(many_done(m, 1));
+    int64_t t_end = mono_ms();
+    size_t hwm_kib = proc_kib(p.pid, "VmHWM:");
+    many_sample(m);
+
+    fprintf(stderr,
+            "many pairs (%s): %d pairs (%d splice), paired in %lld ms, relayed in %lld + %lld ms; "
+            "%d/%d slow writers "
+            "held back with %zu KiB in flight each; RSS idle %zu KiB, with the slow readers "
+            "stuck %zu KiB, peak sampled %zu KiB, VmHWM %zu KiB = %zu KiB per pair over idle; "
+            "bound %zu KiB\n",
+            mode, MANY_PAIRS, h_log_count(&p, "(splice)"), (long long)(t_paired - t0),
+            (long long)(t_stuck - t_paired), (long long)(t_end - t_stuck), held, nslow,
+            held_bytes / (size_t)nslow / KIB, idle_kib, stuck_rss_kib, m->peak_rss_kib, hwm_kib,
+            (hwm_kib - idle_kib) / MANY_PAIRS, bound_kib);
+    assert_true(held >= nslow * 9 / 10); /* back-pressure reached the writers */
+    assert_true(hwm_kib > 0 && hwm_kib < bound_kib);
+    assert_true(m->peak_rss_kib < bound_kib);
+
+    for (int i = 0; i < MANY_PAIRS; i++) {
+        close(m->p[i].fd[0]);
+        close(m->p[i].fd[1]);
+    }
+    free(m);
+    assert_int_equal(h_stop(&p), 0);
+}
+
+static void test_many_pairs_copy(void **state)
+{
+    const char *extra[] = {"--no-splice", "--max-conns-per-peer", "0", NULL};
+    many_pairs_run("copy", extra, 256 * KIB);
+}
+
+static void test_many_pairs_default(void **state)
+{
+    /* splice where the kernel grants pipes, copy for the rest */
+    const char *extra[] = {"--max-conns-per-peer", "0", NULL};
+    many_pairs_run("default", extra, 256 * KIB);
+}
+
 /* ---- fixtures ------------------------------------------------------------------------ */
 
 static int setup_plain(void **state)
@@ -1171,6 +1579,8 @@ static void test_cli_usage(void **state)
     const char *help[] = {"proxy", "--help", NULL};
     assert_int_equal(h_run(help, out, sizeof(out), H_TIMEOUT_MS), 0);
     assert_non_null(strstr(out, "--web-port"));
+    assert_non_null(strstr(out, "--allow CIDR,..."));
+    assert_non_null(strstr(out, "--max-conns-per-peer N"));
 }
 
 static void test_web_port_busy_is_not_fatal(void **state)
@@ -1208,6 +1618,10 @@ int main(void)
         cmocka_unit_test(test_ws_client_ws_server),
         cmocka_unit_test(test_ws_http_errors_and_bad_frames),
         cmocka_unit_test(test_web_port_busy_is_not_fatal),
+        cmocka_unit_test(test_allow_list),
+        cmocka_unit_test(test_max_conns_per_peer),
+        cmocka_unit_test(test_many_pairs_copy),
+        cmocka_unit_test(test_many_pairs_default),
         cmocka_unit_test(test_cli_usage),
         cmocka_unit_test(test_replay_v020),
         cmocka_unit_test(test_replay_v026),
