@@ -143,26 +143,6 @@ static void slot_retire(pconn_t *c);
 
 /* ---- handshake parsing --------------------------------------------------------- */
 
-proxy_hs_t proxy_hs_parse(const uint8_t *p, size_t n, const uint8_t **key, size_t *keylen)
-{
-    if (n < 4)
-        return PROXY_HS_INCOMPLETE;
-    if (le32(p) != RPC_MAGIC)
-        return PROXY_HS_BAD_MAGIC;
-    if (n < 8)
-        return PROXY_HS_INCOMPLETE;
-    int32_t len = (int32_t)le32(p + 4);
-    if (len < 0 || len > RPC_MAX_KEY_LEN)
-        return PROXY_HS_BAD_LENGTH;
-    if (n < 8 + (size_t)len)
-        return PROXY_HS_INCOMPLETE;
-    if (n > 8 + (size_t)len)
-        return PROXY_HS_EXTRA;
-    *key = p + 8;
-    *keylen = (size_t)len;
-    return PROXY_HS_OK;
-}
-
 static int is_py_space(uint8_t c)
 {
     /* The ASCII whitespace of Python's str.split(). */
@@ -873,22 +853,22 @@ static void pc_check_handshake(pconn_t *c)
     buf_t *b = c->ws ? &c->hs : &c->in;
     const uint8_t *key;
     size_t keylen;
-    proxy_hs_t st = proxy_hs_parse(buf_head(b), b->len, &key, &keylen);
+    rpc_hs_t st = rpc_hs_parse(buf_head(b), b->len, &key, &keylen);
     switch (st) {
-    case PROXY_HS_INCOMPLETE:
+    case RPC_HS_INCOMPLETE:
         return;
-    case PROXY_HS_OK:
+    case RPC_HS_OK:
         pc_on_key(c, key, keylen);
         return;
-    case PROXY_HS_BAD_MAGIC:
+    case RPC_HS_BAD_MAGIC:
         /* Not an RPC peer; TVM closes without a word too. */
         log_warn("proxy: %s: wrong magic 0x%08x; closing", c->peer, le32(buf_head(b)));
         break;
-    case PROXY_HS_BAD_LENGTH:
+    case RPC_HS_BAD_LENGTH:
         log_warn("proxy: %s: key length %d outside [0, %d]; closing", c->peer,
                  (int32_t)le32(buf_head(b) + 4), RPC_MAX_KEY_LEN);
         break;
-    case PROXY_HS_EXTRA:
+    case RPC_HS_EXTRA:
         log_warn("proxy: %s: sent bytes before its handshake reply (too many bytes); closing",
                  c->peer);
         break;

@@ -48,18 +48,7 @@ void proxy_free(proxy_t *p);
 
 /* ---- handshake parsing, exposed for tests ---------------------------------- */
 
-typedef enum proxy_hs {
-    PROXY_HS_OK = 0,
-    PROXY_HS_INCOMPLETE = -2, /* need more bytes */
-    PROXY_HS_BAD_MAGIC = -3,  /* first 4 bytes are not RPC_MAGIC */
-    PROXY_HS_BAD_LENGTH = -4, /* key length < 0 or > RPC_MAX_KEY_LEN */
-    PROXY_HS_EXTRA = -5,      /* bytes after the key: peer did not wait for the reply */
-} proxy_hs_t;
-
-/* Look at the n bytes a peer sent so far: i32 magic, i32 length, key. On
- * PROXY_HS_OK the key is at *key (borrowed from p). Errors are reported as
- * soon as the bytes that prove them are there. */
-proxy_hs_t proxy_hs_parse(const uint8_t *p, size_t n, const uint8_t **key, size_t *keylen);
+/* The handshake itself is parsed by rpc_hs_parse (rpc/rpc.h). */
 
 /* Classify a key as TVM's proxy does: "server:..." is a server, anything
  * else a client; the match key is the first whitespace-separated token

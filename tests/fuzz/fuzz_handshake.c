@@ -2,7 +2,7 @@
  * session exists (PROTOCOL.md §2, §3): byte 0 picks the parser, the rest
  * is what the peer sent.
  *
- *   0  proxy_hs_parse (i32 magic, i32 length, key) on every prefix, then
+ *   0  rpc_hs_parse (i32 magic, i32 length, key) on every prefix, then
  *      proxy_key_parse on the key it returns
  *   1  the server's key checks: server_key_matches, server_parse_timeout
  *   2  the proxy's web port: ws_http_parse on every prefix, ws_http_decide,
@@ -11,7 +11,7 @@
  *
  * The server's own framing (handshake_parse in server.c) is static and
  * reads a pending connection's buffer; it is the same wire format as
- * proxy_hs_parse. */
+ * rpc_hs_parse. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,11 +33,11 @@ static void proxy_handshake(const uint8_t *p, size_t n)
      * handshake; longer ones are EXTRA, shorter ones INCOMPLETE or an
      * error that stays an error. */
     for (size_t i = 0; i <= n; i++) {
-        proxy_hs_t r = proxy_hs_parse(p, i, &key, &keylen);
-        if ((complete && r != PROXY_HS_EXTRA) || (r == PROXY_HS_OK && complete++))
+        rpc_hs_t r = rpc_hs_parse(p, i, &key, &keylen);
+        if ((complete && r != RPC_HS_EXTRA) || (r == RPC_HS_OK && complete++))
             abort();
     }
-    if (proxy_hs_parse(p, n, &key, &keylen) != PROXY_HS_OK)
+    if (rpc_hs_parse(p, n, &key, &keylen) != RPC_HS_OK)
         return;
     if (key < p + 8 || keylen > n - 8 || keylen > RPC_MAX_KEY_LEN)
         abort();

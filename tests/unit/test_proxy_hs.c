@@ -1,7 +1,6 @@
-/* The proxy's handshake parser and key classification (PROTOCOL.md §2.2,
- * §3.1): every prefix of a valid handshake is "incomplete", errors show up
- * as soon as the bytes proving them are there, and match keys follow
- * TVM's rpc_key[7:].split()[0]. */
+/* The handshake parser shared by server and proxy (rpc_hs_parse) and the proxy's key classification
+ * (PROTOCOL.md §2.2, §3.1): every prefix of a valid handshake is "incomplete", errors show up as
+ * soon as the bytes proving them are there, and match keys follow TVM's rpc_key[7:].split()[0]. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,6 +9,7 @@
 
 #include "base/buf.h"
 #include "proxy/proxy.h"
+#include "rpc/rpc.h"
 #include "rpc/rpc.h"
 
 static size_t build(uint8_t *out, uint32_t magic, int32_t len, const char *key)
@@ -31,11 +31,11 @@ static void test_every_prefix_incomplete(void **state)
     for (size_t i = 0; i < n; i++) {
         const uint8_t *k;
         size_t kl;
-        assert_int_equal(proxy_hs_parse(b, i, &k, &kl), PROXY_HS_INCOMPLETE);
+        assert_int_equal(rpc_hs_parse(b, i, &k, &kl), RPC_HS_INCOMPLETE);
     }
     const uint8_t *k;
     size_t kl;
-    assert_int_equal(proxy_hs_parse(b, n, &k, &kl), PROXY_HS_OK);
+    assert_int_equal(rpc_hs_parse(b, n, &k, &kl), RPC_HS_OK);
     assert_int_equal(kl, strlen(key));
     assert_memory_equal(k, key, kl);
     assert_ptr_equal(k, b + 8);
@@ -48,7 +48,7 @@ static void test_trace_bytes(void **state)
                                  'v',  'e',  'r',  ':',  't',  'r',  'a',  'c',  'e', 'p', 'd'};
     const uint8_t *k;
     size_t kl;
-    assert_int_equal(proxy_hs_parse(c0, sizeof(c0), &k, &kl), PROXY_HS_OK);
+    assert_int_equal(rpc_hs_parse(c0, sizeof(c0), &k, &kl), RPC_HS_OK);
     assert_int_equal(kl, 14);
     assert_memory_equal(k, "server:tracepd", 14);
 }
@@ -60,12 +60,12 @@ static void test_bad_magic_after_four_bytes(void **state)
     const uint8_t *k;
     size_t kl;
     for (size_t i = 0; i < 4; i++)
-        assert_int_equal(proxy_hs_parse(b, i, &k, &kl), PROXY_HS_INCOMPLETE);
+        assert_int_equal(rpc_hs_parse(b, i, &k, &kl), RPC_HS_INCOMPLETE);
     for (size_t i = 4; i <= 11; i++)
-        assert_int_equal(proxy_hs_parse(b, i, &k, &kl), PROXY_HS_BAD_MAGIC);
+        assert_int_equal(rpc_hs_parse(b, i, &k, &kl), RPC_HS_BAD_MAGIC);
     /* "GET " from a browser on the wrong port */
-    assert_int_equal(proxy_hs_parse((const uint8_t *)"GET / HTTP/1.1\r\n", 16, &k, &kl),
-                     PROXY_HS_BAD_MAGIC);
+    assert_int_equal(rpc_hs_parse((const uint8_t *)"GET / HTTP/1.1\r\n", 16, &k, &kl),
+                     RPC_HS_BAD_MAGIC);
 }
 
 static void test_bad_lengths(void **state)
@@ -76,8 +76,8 @@ static void test_bad_lengths(void **state)
         build(b, RPC_MAGIC, bad[i], NULL);
         const uint8_t *k;
         size_t kl;
-        assert_int_equal(proxy_hs_parse(b, 7, &k, &kl), PROXY_HS_INCOMPLETE);
-        assert_int_equal(proxy_hs_parse(b, 8, &k, &kl), PROXY_HS_BAD_LENGTH);
+        assert_int_equal(rpc_hs_parse(b, 7, &k, &kl), RPC_HS_INCOMPLETE);
+        assert_int_equal(rpc_hs_parse(b, 8, &k, &kl), RPC_HS_BAD_LENGTH);
     }
     /* The largest allowed key is fine. */
     static uint8_t big[8 + RPC_MAX_KEY_LEN];
@@ -86,8 +86,8 @@ static void test_bad_lengths(void **state)
     put_le32(big + 4, RPC_MAX_KEY_LEN);
     const uint8_t *k;
     size_t kl;
-    assert_int_equal(proxy_hs_parse(big, sizeof(big) - 1, &k, &kl), PROXY_HS_INCOMPLETE);
-    assert_int_equal(proxy_hs_parse(big, sizeof(big), &k, &kl), PROXY_HS_OK);
+    assert_int_equal(rpc_hs_parse(big, sizeof(big) - 1, &k, &kl), RPC_HS_INCOMPLETE);
+    assert_int_equal(rpc_hs_parse(big, sizeof(big), &k, &kl), RPC_HS_OK);
     assert_int_equal(kl, RPC_MAX_KEY_LEN);
 }
 
@@ -100,12 +100,12 @@ static void test_extra_bytes(void **state)
     const uint8_t *k;
     size_t kl;
     for (size_t extra = 1; extra <= 4; extra++)
-        assert_int_equal(proxy_hs_parse(b, n + extra, &k, &kl), PROXY_HS_EXTRA);
+        assert_int_equal(rpc_hs_parse(b, n + extra, &k, &kl), RPC_HS_EXTRA);
     /* Zero-length key followed by anything. */
     n = build(b, RPC_MAGIC, 0, NULL);
-    assert_int_equal(proxy_hs_parse(b, n, &k, &kl), PROXY_HS_OK);
+    assert_int_equal(rpc_hs_parse(b, n, &k, &kl), RPC_HS_OK);
     assert_int_equal(kl, 0);
-    assert_int_equal(proxy_hs_parse(b, n + 1, &k, &kl), PROXY_HS_EXTRA);
+    assert_int_equal(rpc_hs_parse(b, n + 1, &k, &kl), RPC_HS_EXTRA);
 }
 
 typedef struct key_case {
