@@ -229,7 +229,8 @@ static int local_proxy(ctx_t *c)
 
 static int local_tracker(ctx_t *c)
 {
-    static const char *const extra[] = {"--log-level", "warn", NULL};
+    /* Every simulated server and client comes from 127.0.0.1. */
+    static const char *const extra[] = {"--log-level", "warn", "--max-conns-per-peer", "0", NULL};
     uint64_t ns;
     if (spawn_listening(c, &c->tracker, "tracker", extra, &ns) < 0)
         return -1;

@@ -16,7 +16,7 @@ int cmd_server(int argc, char **argv)
 {
     server_config_t cfg;
     server_config_defaults(&cfg);
-    int silent = 0, handshake_s = 10;
+    int silent = 0, handshake_s = 10, max_per_peer = (int)cfg.max_conns_per_peer;
     double max_packet_mb = (double)(cfg.session.max_packet >> 20);
     const char *level = NULL, *protocol = "auto", *allow = NULL, *cc = NULL;
     const opt_spec_t specs[] = {
@@ -35,6 +35,7 @@ int cmd_server(int argc, char **argv)
         {"handshake-timeout", OPT_INT, &handshake_s, "SEC", "drop peers that do not finish the handshake within SEC (default 10)", 1, 86400},
         {"protocol", OPT_STR, &protocol, "GEN", "auto (detect per session), classic (TVM <= 0.20) or ffi (TVM >= 0.21)", 0, 0},
         {"allow", OPT_STR, &allow, "CIDR,...", "accept clients only from these networks (default: everyone)", 0, 0},
+        {"max-conns-per-peer", OPT_INT, &max_per_peer, "N", "unfinished handshakes allowed from one address (default 16, 0 = no limit)", 0, 1000000},
         {"silent", OPT_FLAG, &silent, NULL, "log only warnings and errors", 0, 0},
         {"log-level", OPT_STR, &level, "LEVEL", "debug, info, warn or error (default info)", 0, 0},
         {NULL, 0, NULL, NULL, NULL, 0, 0},
@@ -83,6 +84,7 @@ int cmd_server(int argc, char **argv)
     log_init("server", lvl);
     log_set_silent(silent);
     cfg.handshake_timeout_ms = handshake_s * 1000;
+    cfg.max_conns_per_peer = (size_t)max_per_peer;
     cfg.session.max_packet = (uint64_t)(max_packet_mb * 1048576.0);
     /* Under `ulimit -f` a too-large upload must fail with EFBIG (a clear
      * error for the client, no partial file) instead of killing the worker. */

@@ -31,7 +31,8 @@ int cmd_tracker(int argc, char **argv)
 {
     tracker_config_t cfg;
     tracker_config_defaults(&cfg);
-    int silent = 0, no_fork = 0, handshake_s = cfg.handshake_timeout_ms / 1000, max_conns = 65536;
+    int silent = 0, no_fork = 0, handshake_s = cfg.handshake_timeout_ms / 1000, max_conns = 65536,
+        max_per_peer = (int)cfg.max_conns_per_peer;
     const char *stop_key = NULL, *stop_key_file = NULL, *level = NULL, *allow = NULL;
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind (default 0.0.0.0)", 0, 0},
@@ -44,6 +45,7 @@ int cmd_tracker(int argc, char **argv)
         {"handshake-timeout", OPT_INT, &handshake_s, "SEC", "drop peers that send no magic within SEC (default 10)", 1, 86400},
         {"allow", OPT_STR, &allow, "CIDR,...", "accept peers only from these networks (default: everyone)", 0, 0},
         {"max-conns", OPT_INT, &max_conns, "N", "refuse connections beyond N (default 65536)", 1, 1000000},
+        {"max-conns-per-peer", OPT_INT, &max_per_peer, "N", "refuse connections beyond N from one address (default 4096, 0 = no limit)", 0, 1000000},
         {"log-level", OPT_STR, &level, "LEVEL", "debug, info, warn or error (default info)", 0, 0},
         {NULL, 0, NULL, NULL, NULL, 0, 0},
     };
@@ -85,6 +87,7 @@ int cmd_tracker(int argc, char **argv)
     cfg.stop_key = stop_key;
     cfg.handshake_timeout_ms = handshake_s * 1000;
     cfg.max_conns = (size_t)max_conns;
+    cfg.max_conns_per_peer = (size_t)max_per_peer;
     cfg.allow = &acl;
 
     tracker_t *t = tracker_create(&cfg, err, sizeof(err));

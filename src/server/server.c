@@ -24,6 +24,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/peercap.h"
 #include "base/sig.h"
 #include "client/tracker_client.h"
 #include "rpc/rpc.h"
@@ -47,6 +48,7 @@ typedef struct srv {
     ev_loop_t *loop;
     int lfd, port;
     pending_t *pending;
+    peercap_t peers; /* unfinished handshakes per peer address */
     /* the running session */
     pid_t worker;
     int session_fd;
@@ -429,6 +431,7 @@ static void pending_close(srv_t *s, pending_t *p, int close_fd)
         ev_timer_del(s->loop, p->timer);
     if (close_fd)
         close(p->fd);
+    peercap_release_ip(&s->peers, p->ip);
     buf_free(&p->in);
     free(p);
 }
@@ -566,8 +569,17 @@ static void on_accept(ev_loop_t *loop, int lfd, void *data, int mask)
             close(fd);
             continue;
         }
+        int pc = peercap_take_ip(&s->peers, ip);
+        if (pc < 0) {
+            log_warn("server: %s:%d: %s; refusing", ip, port,
+                     pc == PEERCAP_FULL ? "--max-conns-per-peer handshakes from this address"
+                                        : "out of memory");
+            close(fd);
+            continue;
+        }
         pending_t *p = calloc(1, sizeof(*p));
         if (!p) {
+            peercap_release_ip(&s->peers, ip);
             close(fd);
             continue;
         }
@@ -706,6 +718,7 @@ void server_config_defaults(server_config_t *cfg)
     cfg->port_end = 9199;
     cfg->key = "";
     cfg->handshake_timeout_ms = 10000;
+    cfg->max_conns_per_peer = 16;
     session_config_defaults(&cfg->session);
 }
 
@@ -715,6 +728,7 @@ int server_run(const server_config_t *cfg, int sig_fd)
     memset(&s, 0, sizeof(s));
     s.cfg = cfg;
     s.lfd = s.tfd = s.session_fd = -1;
+    peercap_init(&s.peers, cfg->max_conns_per_peer);
     s.loop = ev_create(256, EV_BACKEND_AUTO);
     s.generation = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (!s.loop || s.generation == MAP_FAILED)
@@ -766,6 +780,7 @@ out:
     if (s.tfd >= 0)
         close(s.tfd);
     ev_free(s.loop);
+    peercap_free(&s.peers);
     munmap((void *)s.generation, sizeof(int));
     return rc;
 }

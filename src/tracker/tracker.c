@@ -21,6 +21,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/peercap.h"
 #include "base/sig.h"
 #include "tracker/proto.h"
 #include "tracker/sched.h"
@@ -61,6 +62,7 @@ struct tracker {
     ev_timer_t *accept_timer; /* accepting paused: out of descriptors */
     uint64_t next_id;
     size_t nconns;
+    peercap_t peers; /* open connections per peer address (--max-conns-per-peer) */
     conn_t *first, *last;
     conn_t *doomed;
     int stopping;
@@ -84,6 +86,7 @@ static void conn_destroy(conn_t *c)
     else
         t->last = c->prev;
     t->nconns--;
+    peercap_release_ip(&t->peers, c->ip);
     if (c->timer)
         ev_timer_del(t->loop, c->timer);
     ev_del(t->loop, c->fd, EV_READ | EV_WRITE);
@@ -585,6 +588,7 @@ static void conn_create(tracker_t *t, int fd, const char *ip, int port)
 {
     conn_t *c = calloc(1, sizeof(*c));
     if (!c) {
+        peercap_release_ip(&t->peers, ip);
         close(fd);
         return;
     }
@@ -662,6 +666,14 @@ static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask)
             close(cfd);
             continue;
         }
+        int pc = peercap_take_ip(&t->peers, ip);
+        if (pc < 0) {
+            log_warn("tracker: %s:%d: %s; refusing", ip, port,
+                     pc == PEERCAP_FULL ? "--max-conns-per-peer reached for this address"
+                                        : "out of memory");
+            close(cfd);
+            continue;
+        }
         conn_create(t, cfd, ip, port);
     }
 }
@@ -688,6 +700,7 @@ void tracker_config_defaults(tracker_config_t *cfg)
     cfg->handshake_timeout_ms = 10000;
     cfg->max_frame = TRACKER_MAX_FRAME;
     cfg->max_conns = 65536;
+    cfg->max_conns_per_peer = 4096;
     cfg->max_outbuf = 64u * 1024 * 1024;
 }
 
@@ -700,6 +713,7 @@ tracker_t *tracker_create(const tracker_config_t *cfg, char *err, size_t errlen)
     }
     t->cfg = *cfg;
     t->lfd = t->sig_fd = -1;
+    peercap_init(&t->peers, cfg->max_conns_per_peer);
     sched_limits_t lim = {.max_keys = 65536, .max_slots_per_owner = 65536, .max_reqs_per_owner = 4096};
     t->sched = sched_create(&lim, on_grant, t);
     t->loop = ev_create(1024, EV_BACKEND_AUTO);
@@ -761,5 +775,6 @@ void tracker_free(tracker_t *t)
         ev_del(t->loop, t->sig_fd, EV_READ);
     ev_free(t->loop);
     sched_free(t->sched);
+    peercap_free(&t->peers);
     free(t);
 }

@@ -1195,6 +1195,39 @@ static void test_server_allow_list(void **state)
     sess_close(s);
 }
 
+/* Unfinished handshakes from one address are capped: the one over the cap
+ * is closed at accept; the others, and a real client after one leaves,
+ * are served. */
+static void test_server_max_conns_per_peer(void **state)
+{
+    const char *cap[] = {"--max-conns-per-peer", "2", NULL};
+    hproc_t *srv = start_server("fk11", 0, workdir_new(), cap);
+    char err[NET_ERR_LEN];
+    int idle[2];
+    for (int i = 0; i < 2; i++) {
+        idle[i] = net_connect("127.0.0.1", srv->port, IO_MS, err);
+        assert_true(idle[i] >= 0);
+    }
+    /* Accepted in arrival order: this one is the third. */
+    int over = net_connect("127.0.0.1", srv->port, IO_MS, err);
+    assert_true(over >= 0);
+    assert_true(h_peer_closed(over, H_TIMEOUT_MS));
+    close(over);
+    assert_int_equal(h_wait_log(srv, "--max-conns-per-peer handshakes", H_TIMEOUT_MS), 0);
+    assert_false(h_peer_closed(idle[0], 50));
+    close(idle[1]);
+    /* The server counts the close when it reads it; a client retries until then. */
+    tvmrpc_sess_t *s = NULL;
+    char msg[1024];
+    for (int i = 0; i < 100 && !s; i++)
+        if (!(s = sess_track(tvmrpc_connect("127.0.0.1", srv->port, "fk11", 0, msg, sizeof(msg)))))
+            usleep(20000);
+    assert_non_null(s);
+    echo_ok(s);
+    sess_close(s);
+    close(idle[0]);
+}
+
 /* ---- 8. out of file descriptors ------------------------------------------------------ */
 
 /* Set a running daemon's soft open-file limit; the old one in *old. Only
@@ -1271,7 +1304,9 @@ static void exhaust_fds(hproc_t *p)
 
 static void test_server_out_of_fds(void **state)
 {
-    hproc_t *srv = start_server("fk12", 0, workdir_new(), NULL);
+    /* Every peer is 127.0.0.1: lift the per-address cap to reach the fd limit. */
+    const char *nocap[] = {"--max-conns-per-peer", "0", NULL};
+    hproc_t *srv = start_server("fk12", 0, workdir_new(), nocap);
     exhaust_fds(srv);
     tvmrpc_sess_t *s = connect_sess(srv->port, "fk12", 0);
     echo_ok(s);
@@ -1340,6 +1375,7 @@ int main(void)
         cmocka_unit_test_teardown(test_full_disk_rlimit_fsize, cleanup),
         cmocka_unit_test_teardown(test_full_disk_ulimit_default_signal, cleanup),
         cmocka_unit_test_teardown(test_server_allow_list, cleanup),
+        cmocka_unit_test_teardown(test_server_max_conns_per_peer, cleanup),
         cmocka_unit_test_teardown(test_server_out_of_fds, cleanup),
         cmocka_unit_test_teardown(test_tracker_out_of_fds, cleanup),
         cmocka_unit_test_teardown(test_proxy_out_of_fds, cleanup),

@@ -419,6 +419,43 @@ static void test_allow_list(void **state)
     assert_int_equal(h_run(bad, out, sizeof(out), H_TIMEOUT_MS), 2);
 }
 
+/* One address may hold --max-conns-per-peer connections; more are closed
+ * at accept (logged), and a closed one makes room. */
+static void test_max_conns_per_peer(void **state)
+{
+    hproc_t t;
+    const char *cap[] = {"--max-conns-per-peer", "3", NULL};
+    assert_int_equal(h_start_tracker(&t, cap), 0);
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = h_tracker_connect(t.port);
+        assert_true(fds[i] >= 0);
+        expect_reply(fds[i], "[1]", "0"); /* admitted and served */
+    }
+    char err[NET_ERR_LEN];
+    int over = net_connect("127.0.0.1", t.port, H_TIMEOUT_MS, err);
+    assert_true(over >= 0);
+    assert_true(h_peer_closed(over, H_TIMEOUT_MS));
+    close(over);
+    assert_int_equal(h_wait_log(&t, "--max-conns-per-peer reached", H_TIMEOUT_MS), 0);
+    expect_reply(fds[0], "[1]", "0"); /* the admitted ones are untouched */
+    close(fds[2]);
+    /* The tracker counts the close as soon as it sees it; retry until then. */
+    int again = -1;
+    for (int i = 0; i < 100 && again < 0; i++)
+        if ((again = h_tracker_connect(t.port)) < 0)
+            usleep(20000);
+    assert_true(again >= 0);
+    expect_reply(again, "[1]", "0");
+    close(again);
+    close(fds[0]);
+    close(fds[1]);
+    h_stop(&t);
+    char out[4096];
+    const char *bad[] = {"tracker", "--max-conns-per-peer", "-1", NULL};
+    assert_int_equal(h_run(bad, out, sizeof(out), H_TIMEOUT_MS), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_cli_usage_errors),
         cmocka_unit_test(test_port_range_search),
         cmocka_unit_test(test_allow_list),
+        cmocka_unit_test(test_max_conns_per_peer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
