@@ -206,10 +206,9 @@ static const rpc_global_t globals[] = {
     {"runtime.ModuleGetTypeKey", fn_module_kind},
     {"ffi.ModuleGetKind", fn_module_kind},
     {"runtime.SystemLib", module_fn_system_lib},
-    /* The ffi system library is its own registry (§2.10); until module.c
-     * serves it, ffi clients get the classic one, which is what classic
-     * system-lib code registered in this process. */
-    {"ffi.SystemLib", module_fn_system_lib},
+    /* ffi kernels register through TVMFFIEnvModRegisterSystemLibSymbol and
+     * are looked up as __tvm_ffi_<prefix><name> (§2.10). */
+    {"ffi.SystemLib", module_fn_ffi_system_lib},
     /* measurement (§1.5, §1.7) and the classic graph executor (§1.6) */
     {"runtime.RPCTimeEvaluator", timeeval_fn_create},
     {"cache_flush_cpu_non_first_arg", timeeval_fn_cache_flush},

@@ -26,6 +26,7 @@
 
 #include "base/log.h"
 #include "server/graph_executor.h"
+#include "server/module_ffi.h"
 #include "server/timeeval.h"
 
 #define CTX_MAGIC 0x74766d72706363ULL /* "tvmrpcc" */
@@ -997,6 +998,8 @@ struct lib {
     void *(*sym)(lib_t *l, const char *name, int *is_func);
     void (*free)(lib_t *l);
     ctx_t ctx;
+    int ffi;            /* ffi generation (module_ffi.c): other ABI, other names */
+    const char *prefix; /* system libs: the registry prefix; NULL for files */
 };
 
 static ctx_t *ctxs; /* live contexts, for validating what compiled code passes */
@@ -1009,6 +1012,8 @@ static void lib_setup(lib_t *l, void *(*sym)(lib_t *, const char *, int *), void
     l->ctx.magic = CTX_MAGIC;
     l->ctx.mod = NULL;
     l->ctx.cache = NULL;
+    l->ffi = 0;
+    l->prefix = NULL;
     pthread_mutex_lock(&mod_mu);
     l->ctx.next = ctxs;
     ctxs = &l->ctx;
@@ -1118,6 +1123,8 @@ static int lib_get_function(mod_t *m, const char *name, mfunc_t **out, char *err
 {
     lib_t *l = m->self;
     *out = NULL;
+    if (l->ffi)
+        return mffi_get_function(l, m, name, out, err, errlen);
     if (is_reserved(name))
         return 0;
     char fname[MAX_IDENT + 16];
@@ -1223,7 +1230,7 @@ static int seg_cb(struct dl_phdr_info *info, size_t size, void *arg)
 
 /* Bytes readable from p to the end of the loaded segment holding it: the
  * bound for a blob whose length field we cannot otherwise trust. */
-static int seg_avail(const void *p, size_t *avail)
+int module_seg_avail(const void *p, size_t *avail)
 {
     seg_probe_t sp = {.addr = (uintptr_t)p};
     dl_iterate_phdr(seg_cb, &sp);
@@ -1341,7 +1348,7 @@ static int blob_load(lib_t *l, const uint8_t *p, mod_t **root, mod_t **ctxm, cha
     size_t avail;
     int rc = -1;
     *root = *ctxm = NULL;
-    if (seg_avail(p, &avail) < 0 || avail < 8 || le64(p) > avail - 8) {
+    if (module_seg_avail(p, &avail) < 0 || avail < 8 || le64(p) > avail - 8) {
         snprintf(err, errlen, "TVMError: __tvm_dev_mblob is truncated");
         return -1;
     }
@@ -1432,28 +1439,36 @@ static void lib_set_context_fns(lib_t *l)
     }
 }
 
-/* The loading procedure of §2.2 steps 2-4 (also used for system libs). */
+/* §2.2 steps 2-3: context pointers, then the blob or a library module. */
+static int lib_init_classic(lib_t *l, mod_t **root, mod_t **ctxm, char *err, size_t errlen)
+{
+    int is_func;
+    lib_set_context_fns(l);
+    const uint8_t *blob = l->sym(l, "__tvm_dev_mblob", &is_func);
+    if (blob && is_func != 1)
+        return blob_load(l, blob, root, ctxm, err, errlen);
+    if (!(*root = lib_module_new(l))) {
+        snprintf(err, errlen, "MemoryError: out of memory");
+        return -1;
+    }
+    *ctxm = *root;
+    mod_retain(*ctxm);
+    return 0;
+}
+
+/* The loading procedure of §2.2 steps 2-4 / §2.7 (also for system libs). */
 static int lib_init(lib_t *l, mod_t **out, char *err, size_t errlen)
 {
     mod_t *root, *ctxm;
     int is_func;
-    lib_set_context_fns(l);
-    const uint8_t *blob = l->sym(l, "__tvm_dev_mblob", &is_func);
-    if (blob && is_func != 1) {
-        if (blob_load(l, blob, &root, &ctxm, err, errlen) < 0)
-            return -1;
-    } else {
-        if (!(root = lib_module_new(l))) {
-            snprintf(err, errlen, "MemoryError: out of memory");
-            return -1;
-        }
-        ctxm = root;
-        mod_retain(ctxm);
-    }
+    int rc = l->ffi ? mffi_lib_init(l, &root, &ctxm, err, errlen)
+                    : lib_init_classic(l, &root, &ctxm, err, errlen);
+    if (rc < 0)
+        return -1;
     pthread_mutex_lock(&mod_mu);
     l->ctx.mod = ctxm;
     pthread_mutex_unlock(&mod_mu);
-    void *cp = l->sym(l, "__tvm_module_ctx", &is_func);
+    void *cp = l->sym(l, l->ffi ? "__tvm_ffi__library_ctx" : "__tvm_module_ctx", &is_func);
     if (cp && is_func != 1) {
         void *token = &l->ctx;
         memcpy(cp, &token, sizeof(token));
@@ -1638,16 +1653,19 @@ static void syslib_free(lib_t *l)
 
 typedef struct sysmod {
     mod_t *m;
+    int ffi;
     struct sysmod *next;
     char prefix[];
 } sysmod_t;
 
-static sysmod_t *sysmods; /* one module per prefix for the process lifetime */
+/* One module per generation and prefix for the process lifetime; both
+ * generations share the registry (their names do not overlap). */
+static sysmod_t *sysmods;
 
-static int syslib_module(const char *prefix, mod_t **out, char *err, size_t errlen)
+int module_syslib_get(const char *prefix, int ffi, mod_t **out, char *err, size_t errlen)
 {
     for (sysmod_t *sm = sysmods; sm; sm = sm->next) {
-        if (strcmp(sm->prefix, prefix) == 0) {
+        if (sm->ffi == ffi && strcmp(sm->prefix, prefix) == 0) {
             mod_retain(sm->m);
             *out = sm->m;
             return 0;
@@ -1664,7 +1682,10 @@ static int syslib_module(const char *prefix, mod_t **out, char *err, size_t errl
     }
     memcpy(sl->prefix, prefix, n + 1);
     memcpy(sm->prefix, prefix, n + 1);
+    sm->ffi = ffi;
     lib_setup(&sl->lib, syslib_sym, syslib_free);
+    sl->lib.ffi = ffi;
+    sl->lib.prefix = sl->prefix;
     int rc = lib_init(&sl->lib, &sm->m, err, errlen);
     lib_release(&sl->lib);
     if (rc < 0) {
@@ -1676,6 +1697,41 @@ static int syslib_module(const char *prefix, mod_t **out, char *err, size_t errl
     mod_retain(sm->m);
     *out = sm->m;
     return 0;
+}
+
+/* ---- what module_ffi.c uses (module_ffi.h) -------------------------------------- */
+
+void *module_lib_sym(lib_t *l, const char *name, int *is_func)
+{
+    return l->sym(l, name, is_func);
+}
+
+static void *reg_find_locked(const char *name)
+{
+    pthread_mutex_lock(&mod_mu);
+    void *p = reg_find(name);
+    pthread_mutex_unlock(&mod_mu);
+    return p;
+}
+
+void *module_lib_ffi_func_sym(lib_t *l, const char *name, int *is_func)
+{
+    char full[2 * MAX_IDENT + 16];
+    const char *prefix = l->prefix ? l->prefix : "";
+    *is_func = -1;
+    if (snprintf(full, sizeof(full), "__tvm_ffi_%s%s", prefix, name) >= (int)sizeof(full))
+        return NULL;
+    if (!l->prefix)
+        return l->sym(l, full, is_func);
+    void *p = reg_find_locked(full); /* exact: syslib_sym would prefix it again */
+    if (!p && prefix[0] && snprintf(full, sizeof(full), "__tvm_ffi_%s", name) < (int)sizeof(full))
+        p = reg_find_locked(full);
+    return p;
+}
+
+mod_t *module_lib_module(lib_t *l)
+{
+    return lib_module_new(l);
 }
 
 /* ---- compiled code looking functions up (§2.5) ------------------------------- */
@@ -1811,6 +1867,7 @@ int module_load_library(const char *path, mod_t **out, char *err, size_t errlen)
         snprintf(err, errlen, "MemoryError: out of memory");
         return -1;
     }
+    d->lib.ffi = mffi_detect(&d->lib);
     int rc = lib_init(&d->lib, out, err, errlen);
     lib_release(&d->lib);
     return rc;
@@ -2302,15 +2359,15 @@ int module_fn_import(session_t *s, const rpc_value_t *args, int nargs, rpc_value
     return mod_import(parent, child, err, errlen);
 }
 
-int module_fn_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
-                         char *err, size_t errlen)
+static int system_lib(session_t *s, int ffi, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                      char *err, size_t errlen)
 {
     char prefix[MAX_IDENT] = "";
     if (nargs > 0 && args[0].kind != RV_NONE &&
         arg_cstr(args, nargs, 0, prefix, sizeof(prefix), err, errlen) < 0)
         return -1;
     mod_t *m;
-    if (syslib_module(prefix, &m, err, errlen) < 0)
+    if (module_syslib_get(prefix, ffi, &m, err, errlen) < 0)
         return -1;
     ret->kind = RV_MODULE;
     if (!(ret->u.h = module_handle_new(s, m))) {
@@ -2318,4 +2375,16 @@ int module_fn_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_v
         return -1;
     }
     return 0;
+}
+
+int module_fn_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                         char *err, size_t errlen)
+{
+    return system_lib(s, 0, args, nargs, ret, err, errlen);
+}
+
+int module_fn_ffi_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                             char *err, size_t errlen)
+{
+    return system_lib(s, 1, args, nargs, ret, err, errlen);
 }

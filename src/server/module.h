@@ -137,8 +137,9 @@ mfunc_t *mfunc_from_handle(const session_t *s, uint64_t h);
  * blob_loaders[] in module.c; unknown kinds fail the whole load. */
 typedef int (*blob_loader_fn)(rd_t *r, mod_t **out, char *err, size_t errlen);
 
-/* Load a shared library as a module (§2.1, §2.2): the returned root (new
- * reference) is the library module or the root of its import blob. */
+/* Load a shared library as a module (§2.1, §2.2, §2.7): the returned root
+ * (new reference) is the library module or the root of its import blob.
+ * ffi-generation libraries are detected and loaded by module_ffi.c. */
 int module_load_library(const char *path, mod_t **out, char *err, size_t errlen);
 /* Link an uploaded .o or .tar into exactly "<path>.so" with the C compiler
  * (§1.2). out receives that path. */
@@ -165,5 +166,9 @@ int module_fn_import(session_t *s, const rpc_value_t *args, int nargs, rpc_value
                      size_t errlen);
 int module_fn_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
                          char *err, size_t errlen);
+/* "ffi.SystemLib" (§2.10): the ffi-generation system library of a prefix
+ * (module_ffi.c resolves its functions as __tvm_ffi_<prefix><name>). */
+int module_fn_ffi_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
+                             char *err, size_t errlen);
 
 #endif
