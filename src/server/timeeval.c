@@ -174,7 +174,8 @@ static int arg_name(const rpc_value_t *a, char *out, size_t outlen)
     return 0;
 }
 
-/* The function to time: in the module (with imports) or global (§4.1). */
+/* The function to time: in the module (classic: with its imports; ffi: its
+ * own functions only) or global (§4.1). */
 static int te_resolve(session_t *s, const rpc_value_t *a, const char *name, mfunc_t **f, char *err,
                       size_t errlen)
 {
@@ -190,7 +191,8 @@ static int te_resolve(session_t *s, const rpc_value_t *a, const char *name, mfun
         snprintf(err, errlen, "TypeError: runtime.RPCTimeEvaluator: mod must be a module or None");
         return -1;
     }
-    if (mod_get_function(m, name, 1, f, err, errlen) < 0)
+    int with_imports = session_generation(s) != RPC_PROTOCOL_FFI;
+    if (mod_get_function(m, name, with_imports, f, err, errlen) < 0)
         return -1;
     if (!*f) {
         snprintf(err, errlen, "TVMError: Cannot find %s in the global registry", name);

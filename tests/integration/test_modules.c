@@ -572,6 +572,9 @@ static void test_llvm_style(void **state)
 
 /* Compiled code finds functions in the context module's imports and in the
  * global table; ImportModule refuses cycles. */
+static int time_eval(cli_t *c, uint64_t mod, const char *name, int number, int repeat, int min_ms,
+                     int cooldown, int flush, const char *pre, uint64_t *h);
+
 static void test_env_lookup(void **state)
 {
     cli_t c;
@@ -598,6 +601,19 @@ static void test_env_lookup(void **state)
         assert_true(out[i] == x[i] + 1);
     assert_true(mod_func(&c, lmod, "addone", 1) != 0);
     assert_int_equal(mod_func(&c, lmod, "addone", 0), 0);
+    /* The time evaluator looks into imports in classic sessions only
+     * (RUNTIME.md §4.1). */
+    uint64_t te;
+    if (is_ffi()) {
+        assert_int_equal(time_eval(&c, lmod, "addone", 1, 1, 0, 0, 0, "", &te), 1);
+        assert_string_equal(c.exc, "TVMError: Cannot find addone in the global registry");
+    } else {
+        assert_int_equal(time_eval(&c, lmod, "addone", 1, 1, 0, 0, 0, "", &te), 0);
+        rpc_value_t targ = v_tensor(&tx);
+        assert_int_equal(call(&c, te, &targ, 1, &r), 0);
+        assert_int_equal(r.kind, RV_BYTES);
+        assert_int_equal(r.u.s.len, 8);
+    }
 
     rpc_value_t back[2] = {v_handle(RV_MODULE, vmod), v_handle(RV_MODULE, lmod)};
     assert_int_equal(gcall(&c, "tvm.rpc.server.ImportModule", back, 2, &r), 1);
