@@ -17,10 +17,12 @@
  * target throughput), one client (latency without queueing), then the
  * memory run (10000 registered servers, VmRSS).
  *
- * The driver is single-threaded (epoll, level-triggered, one send per
- * message, TCP_NODELAY) and pinned to one CPU, the tracker or echo server to
- * another. Every number comes from the driver's clock: latency includes both
- * kernels' TCP paths and the driver's own queueing, as a client would see. */
+ * The driver and the echo server are src/client/bench_trk.c, shared with
+ * `tvmrpc bench`: single-threaded (epoll, level-triggered, one send per
+ * message, TCP_NODELAY). This file starts the remotes, pins the driver to one
+ * CPU and the tracker or echo server to another, runs the phases and reports.
+ * Every number comes from the driver's clock: latency includes both kernels'
+ * TCP paths and the driver's own queueing, as a client would see. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -30,32 +32,26 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "client/bench_lib.h"
 #include "tracker/proto.h"
 
 #define BENCH_KEY "bench"
-#define IN_CAP 512        /* every frame the driver expects is far smaller */
-#define SETUP_WINDOW 128  /* connections being set up at once: stays under the listen backlog */
-#define SERVER_PORT0 9000 /* servers announce ports 9000 + index */
-#define EV_BATCH 256
+#define SETUP_MS 30000 /* connecting and registering the simulated peers */
 #define SUMMARY_MAX (16u << 20)
 
-/* ---- errors and time ------------------------------------------------------ */
+/* ---- errors ---------------------------------------------------------------- */
 
 static char g_err[512];
 
@@ -69,17 +65,9 @@ static int fail(const char *fmt, ...)
     return -1;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void sleep_ms(int ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    bench_sleep_us((unsigned)ms * 1000u);
 }
 
 /* ---- child processes (tracker, echo server) ------------------------------- */
@@ -141,14 +129,15 @@ static int pick_cpus(int *driver_cpu, int *server_cpu)
     return *server_cpu >= 0 ? 0 : -1;
 }
 
-static void pin_to(int cpu)
+/* Run pid (0: ourselves) on cpu only; nothing if cpu < 0. */
+static void pin(pid_t pid, int cpu)
 {
     if (cpu < 0)
         return;
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
-    sched_setaffinity(0, sizeof(set), &set);
+    sched_setaffinity(pid, sizeof(set), &set);
 }
 
 /* In a fresh child: default signal actions (the parent's handlers would
@@ -162,7 +151,7 @@ static void child_prepare(pid_t parent, int cpu)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(1);
-    pin_to(cpu);
+    pin(0, cpu);
 }
 
 static int child_alive(pid_t pid, int *status)
@@ -191,26 +180,6 @@ static int child_stop(pid_t pid)
 }
 
 /* ---- /proc readers --------------------------------------------------------- */
-
-/* VmRSS / VmHWM of pid in KiB, -1 if unreadable. */
-static long proc_status_kb(pid_t pid, const char *field)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    if (!fp)
-        return -1;
-    long kb = -1;
-    size_t flen = strlen(field);
-    while (fgets(line, sizeof(line), fp)) {
-        if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
-            kb = strtol(line + flen + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(fp);
-    return kb;
-}
 
 typedef struct cpu {
     double user, sys; /* seconds */
@@ -401,211 +370,28 @@ static int tracker_start(remote_t *r, const char *bin, int cpu)
     return fail("tracker %s did not come up within 5 s (wait status 0x%x)", bin, status);
 }
 
-/* ---- baseline: trivial echo server ------------------------------------------ */
+/* ---- baseline: the echo server (bench_trk.c) ----------------------------------- */
 
-typedef struct econn {
-    int magic_done;
-    size_t inlen;
-    uint8_t in[IN_CAP];
-} econn_t;
-
-typedef struct echo {
-    int ep, lfd;
-    econn_t **conns; /* by fd */
-    size_t nconns;
-    const uint8_t *grant, *ack; /* canned reply frames */
-    size_t grant_len, ack_len;
-} echo_t;
-
-static void echo_close(echo_t *e, int fd)
+/* Grant and acknowledgement of the template's own sizes: what a tracker that
+ * writes like Python's json.dumps sends (a difference is reported). */
+static int echo_start(remote_t *r, int cpu)
 {
-    epoll_ctl(e->ep, EPOLL_CTL_DEL, fd, NULL);
-    close(fd);
-    free(e->conns[fd]);
-    e->conns[fd] = NULL;
-}
-
-static void echo_accept(echo_t *e)
-{
-    for (;;) {
-        int fd = accept4(e->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-        if ((size_t)fd >= e->nconns || !(e->conns[fd] = calloc(1, sizeof(econn_t))) ||
-            epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            close(fd);
-            continue;
-        }
-    }
-}
-
-/* Answer every complete frame: a REQUEST-shaped frame ("[4...") gets the
- * grant-sized reply, anything else the tracker's "0". One send per reply,
- * like the tracker. */
-static int echo_frames(echo_t *e, int fd, econn_t *c)
-{
-    size_t off = 0;
-    if (!c->magic_done && c->inlen >= 4) {
-        if (send(fd, c->in, 4, MSG_NOSIGNAL) != 4)
-            return -1;
-        c->magic_done = 1;
-        off = 4;
-    }
-    while (c->magic_done && c->inlen - off >= 4) {
-        size_t n = le32(c->in + off);
-        if (n == 0 || n > IN_CAP - 4)
-            return -1;
-        if (c->inlen - off < 4 + n)
-            break;
-        int is_req = n >= 2 && c->in[off + 4] == '[' && c->in[off + 5] == '4';
-        const uint8_t *rep = is_req ? e->grant : e->ack;
-        size_t rlen = is_req ? e->grant_len : e->ack_len;
-        if (send(fd, rep, rlen, MSG_NOSIGNAL) != (ssize_t)rlen)
-            return -1;
-        off += 4 + n;
-    }
-    memmove(c->in, c->in + off, c->inlen - off);
-    c->inlen -= off;
-    return 0;
-}
-
-static void echo_readable(echo_t *e, int fd)
-{
-    econn_t *c = e->conns[fd];
-    ssize_t r = recv(fd, c->in + c->inlen, IN_CAP - c->inlen, 0);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (r <= 0 || (c->inlen += (size_t)r, echo_frames(e, fd, c) < 0))
-        echo_close(e, fd);
-}
-
-static void echo_main(int lfd, const uint8_t *grant, size_t glen, const uint8_t *ack, size_t alen)
-{
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    echo_t e = {.lfd = lfd, .grant = grant, .grant_len = glen, .ack = ack, .ack_len = alen};
-    e.nconns = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : (size_t)rl.rlim_cur;
-    e.conns = calloc(e.nconns, sizeof(*e.conns));
-    e.ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
-    if (!e.conns || e.ep < 0 || epoll_ctl(e.ep, EPOLL_CTL_ADD, lfd, &ev) < 0)
-        _exit(1);
-    struct epoll_event evs[EV_BATCH];
-    for (;;) {
-        int n = epoll_wait(e.ep, evs, EV_BATCH, -1);
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.fd == lfd)
-                echo_accept(&e);
-            else if (e.conns[evs[i].data.fd])
-                echo_readable(&e, evs[i].data.fd);
-        }
-    }
-}
-
-static int listen_loopback(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1024) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &alen) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return fail("echo listen: %s", strerror(errno));
-    }
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
-/* Build a frame holding text padded with spaces (valid JSON whitespace) to
- * exactly want bytes of JSON, so the baseline moves the tracker's sizes. */
-static size_t canned_frame(uint8_t *out, size_t cap, const char *text, size_t want)
-{
-    size_t len = strlen(text);
-    if (want < len)
-        want = len;
-    if (want + 4 > cap)
-        want = len;
-    put_le32(out, (uint32_t)want);
-    memcpy(out + 4, text, len - 1);
-    memset(out + 4 + len - 1, ' ', want - len);
-    out[4 + want - 1] = (uint8_t)text[len - 1];
-    return want + 4;
-}
-
-/* grant_json_len: size of the tracker's grant JSON; 0 = the template's own,
- * which is what a tracker that writes like Python's json.dumps sends. */
-static int echo_start(remote_t *r, int cpu, size_t grant_json_len)
-{
-    static uint8_t grant[IN_CAP], ack[16];
-    size_t glen = canned_frame(grant, sizeof(grant),
-                               "[0, [\"127.0.0.1\", 9000, \"" BENCH_KEY ":00000.00000000\"]]",
-                               grant_json_len);
-    size_t alen = canned_frame(ack, sizeof(ack), "0", 1);
-    int lfd = listen_loopback(&r->port);
-    if (lfd < 0)
+    if (bench_trk_echo_start(0, 0, BENCH_KEY, &r->pid, &r->port, g_err, sizeof(g_err)) < 0)
         return -1;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(lfd);
-        return fail("fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        child_prepare(parent, cpu);
-        echo_main(lfd, grant, glen, ack, alen);
-        _exit(0);
-    }
-    close(lfd);
-    r->pid = pid;
-    children_set(-1, pid);
+    children_set(-1, r->pid);
+    pin(r->pid, cpu);
     r->log_path[0] = '\0';
     return 0;
 }
 
-/* ---- the driver: simulated servers and clients ------------------------------- */
-
-typedef enum role { ROLE_SERVER, ROLE_CLIENT } role_t;
-
-typedef enum cstate {
-    ST_CONNECTING, /* non-blocking connect in progress */
-    ST_MAGIC,      /* magic sent, waiting for the echo */
-    ST_INFO,       /* server: UPDATE_INFO sent */
-    ST_PUT,        /* server: first PUT sent */
-    ST_FREE,       /* server: one slot queued at the tracker */
-    ST_REPUT,      /* server: granted; fresh PUT sent, waiting for 0 */
-    ST_IDLE,       /* client: ready, nothing outstanding */
-    ST_REQUEST,    /* client: REQUEST sent, waiting for the grant */
-    ST_RELEASE,    /* client: granted; waiting for the server's re-PUT ack */
-} cstate_t;
-
-typedef struct bconn {
-    int fd;
-    role_t role;
-    cstate_t st;
-    uint32_t idx, gen;
-    uint64_t t_req;          /* client: when the outstanding REQUEST was sent */
-    uint64_t due;            /* client, paced run: when its next REQUEST is due */
-    struct bconn *peer;      /* server in ST_REPUT: the client whose cycle it closes */
-    struct bconn *fifo_next; /* baseline: free servers, oldest first (tracker order) */
-    size_t inlen;
-    uint8_t in[IN_CAP];
-} bconn_t;
-
-typedef struct lat {
-    uint64_t *v;
-    size_t n, cap;
-} lat_t;
+/* ---- rounds -------------------------------------------------------------------- */
 
 #define MAX_ROUNDS 100
 
 /* One remote under one load shape, summed over all its measured rounds. */
 typedef struct acc {
     uint64_t cycles, cycle_ns; /* completed inside the windows; their request->ack time */
-    lat_t lat;                 /* grant latencies inside the windows, ns */
+    bench_samples_t lat;       /* grant latencies inside the windows, ns */
     double secs;               /* measured time */
     cpu_t drv, srv;            /* CPU seconds of the driver and of the remote */
     double other;              /* CPU seconds every other process got meanwhile */
@@ -626,367 +412,17 @@ typedef struct result {
     double srv_us, srv_user_us;   /* remote CPU per cycle (all, user), microseconds */
 } result_t;
 
+typedef struct snap {
+    cpu_t drv, srv;
+    double machine;
+} snap_t;
+
+/* One remote and the driver that loads it. */
 typedef struct driver {
-    int echo; /* 1: baseline against the echo server */
-    int ep, port;
-    pid_t remote_pid;
-    bconn_t *servers, *clients;
-    size_t nservers, nclients, max_servers, max_clients;
-    size_t pending_setup; /* connections not yet ready */
-    bconn_t *fifo_head, *fifo_tail;
-    int issuing;
-    uint64_t pace_ns; /* paced run: each client's interval between REQUESTs; 0 = closed loop */
-    size_t outstanding;
-    uint64_t win_start, win_end; /* measured window of the current round */
-    acc_t *acc;                  /* where the round's numbers go; NULL = warm-up */
-    size_t grant_len, ack_len;   /* JSON sizes of the first grant / ack seen */
-    int fatal;
+    bench_trk_t *t;
+    pid_t remote_pid; /* the tracker or echo server, for its CPU time */
+    snap_t edge[2];   /* at the opening and the closing of the current window */
 } driver_t;
-
-static int conn_fail(driver_t *d, bconn_t *c, const char *what)
-{
-    d->fatal = 1;
-    return fail("%s #%u: %s (state %d)", c->role == ROLE_SERVER ? "server" : "client", c->idx, what,
-                (int)c->st);
-}
-
-static int send_frame(driver_t *d, bconn_t *c, const char *text, size_t len)
-{
-    uint8_t buf[IN_CAP];
-    put_le32(buf, (uint32_t)len);
-    memcpy(buf + 4, text, len);
-    ssize_t w = send(c->fd, buf, len + 4, MSG_NOSIGNAL);
-    if (w != (ssize_t)(len + 4))
-        return conn_fail(d, c, w < 0 ? strerror(errno) : "short send");
-    return 0;
-}
-
-static int send_str(driver_t *d, bconn_t *c, const char *text)
-{
-    return send_frame(d, c, text, strlen(text));
-}
-
-static int server_put(driver_t *d, bconn_t *s)
-{
-    char msg[160];
-    /* "<key>:<id>": the tracker's disconnect cleanup (Python's too) finds the
-     * queue by splitting at the last ':', so the id itself has none. */
-    snprintf(msg, sizeof(msg), "[3, \"%s\", [%u, \"%s:%05u.%08u\"], null]", BENCH_KEY,
-             SERVER_PORT0 + s->idx, BENCH_KEY, s->idx, s->gen);
-    return send_str(d, s, msg);
-}
-
-static int client_request(driver_t *d, bconn_t *c)
-{
-    c->st = ST_REQUEST;
-    c->t_req = now_ns();
-    d->outstanding++;
-    return send_str(d, c, "[4, \"" BENCH_KEY "\", \"\", 1]");
-}
-
-static void fifo_push(driver_t *d, bconn_t *s)
-{
-    s->fifo_next = NULL;
-    if (d->fifo_tail)
-        d->fifo_tail->fifo_next = s;
-    else
-        d->fifo_head = s;
-    d->fifo_tail = s;
-}
-
-static bconn_t *fifo_pop(driver_t *d)
-{
-    bconn_t *s = d->fifo_head;
-    if (s && !(d->fifo_head = s->fifo_next))
-        d->fifo_tail = NULL;
-    return s;
-}
-
-static void lat_push(lat_t *l, uint64_t ns)
-{
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 1u << 20;
-        uint64_t *nv = realloc(l->v, ncap * sizeof(*nv));
-        if (!nv)
-            return; /* keep measuring; percentiles just use fewer samples */
-        l->v = nv;
-        l->cap = ncap;
-    }
-    l->v[l->n++] = ns;
-}
-
-static int in_window(const driver_t *d, uint64_t t)
-{
-    return t >= d->win_start && t < d->win_end;
-}
-
-/* Which server a grant names: from the matchkey for the tracker, from the
- * driver's own FIFO for the baseline (its replies are canned). */
-static bconn_t *granted_server(driver_t *d, const char *text, size_t len)
-{
-    if (d->echo)
-        return fifo_pop(d);
-    char buf[IN_CAP];
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    const char *mk = strstr(buf, "\"" BENCH_KEY ":");
-    unsigned idx, gen;
-    if (strncmp(buf, "[0,", 3) != 0 || !mk ||
-        sscanf(mk + strlen(BENCH_KEY) + 2, "%u.%u", &idx, &gen) != 2 || idx >= d->nservers)
-        return NULL;
-    bconn_t *s = &d->servers[idx];
-    return s->gen == gen ? s : NULL;
-}
-
-static int on_grant(driver_t *d, bconn_t *c, const char *text, size_t len)
-{
-    uint64_t t = now_ns();
-    if (in_window(d, t))
-        lat_push(&d->acc->lat, t - c->t_req);
-    if (!d->grant_len)
-        d->grant_len = len;
-    bconn_t *s = granted_server(d, text, len);
-    if (!s || s->st != ST_FREE)
-        return conn_fail(d, c, "grant names no free server of ours");
-    s->gen++;
-    s->st = ST_REPUT;
-    s->peer = c;
-    c->st = ST_RELEASE;
-    return server_put(d, s);
-}
-
-/* The re-PUT is acknowledged: the server is free again, the cycle is done. */
-static int on_release(driver_t *d, bconn_t *s)
-{
-    uint64_t t = now_ns();
-    bconn_t *c = s->peer;
-    s->st = ST_FREE;
-    s->peer = NULL;
-    if (d->echo)
-        fifo_push(d, s);
-    if (in_window(d, t)) {
-        d->acc->cycles++;
-        d->acc->cycle_ns += t - c->t_req;
-    }
-    c->st = ST_IDLE;
-    d->outstanding--;
-    if (!d->issuing)
-        return 0;
-    if (!d->pace_ns)
-        return client_request(d, c);
-    /* Paced: the next REQUEST keeps its slot unless this cycle overran it;
-     * then it goes now and the schedule restarts from here. */
-    c->due += d->pace_ns;
-    if (c->due > t)
-        return 0;
-    if (in_window(d, t))
-        d->acc->late++;
-    c->due = t;
-    return client_request(d, c);
-}
-
-static void setup_done(driver_t *d, bconn_t *c, cstate_t st)
-{
-    c->st = st;
-    d->pending_setup--;
-    if (st == ST_FREE && d->echo)
-        fifo_push(d, c);
-}
-
-static int is_zero(const char *text, size_t len)
-{
-    return len == 1 && text[0] == '0';
-}
-
-static int on_frame(driver_t *d, bconn_t *c, const char *text, size_t len)
-{
-    if (c->st == ST_REQUEST)
-        return on_grant(d, c, text, len);
-    if (!is_zero(text, len))
-        return conn_fail(d, c, "expected the reply 0");
-    if (!d->ack_len)
-        d->ack_len = len;
-    switch (c->st) {
-    case ST_INFO:
-        c->st = ST_PUT;
-        return server_put(d, c);
-    case ST_PUT:
-        setup_done(d, c, ST_FREE);
-        return 0;
-    case ST_REPUT:
-        return on_release(d, c);
-    default:
-        return conn_fail(d, c, "unexpected frame");
-    }
-}
-
-static int on_magic(driver_t *d, bconn_t *c)
-{
-    if (le32(c->in) != TRACKER_MAGIC)
-        return conn_fail(d, c, "wrong magic echo");
-    if (c->role == ROLE_CLIENT) {
-        setup_done(d, c, ST_IDLE);
-        return 0;
-    }
-    char msg[128];
-    snprintf(msg, sizeof(msg), "[5, {\"key\": \"server:%s\", \"addr\": [null, %u]}]", BENCH_KEY,
-             SERVER_PORT0 + c->idx);
-    c->st = ST_INFO;
-    return send_str(d, c, msg);
-}
-
-static int process_input(driver_t *d, bconn_t *c)
-{
-    size_t off = 0;
-    if (c->st == ST_MAGIC) {
-        if (c->inlen < 4)
-            return 0;
-        if (on_magic(d, c) < 0)
-            return -1;
-        off = 4;
-    }
-    while (c->inlen - off >= 4) {
-        size_t n = le32(c->in + off);
-        if (n == 0 || n > IN_CAP - 4)
-            return conn_fail(d, c, "bad frame length");
-        if (c->inlen - off < 4 + n)
-            break;
-        if (on_frame(d, c, (const char *)c->in + off + 4, n) < 0)
-            return -1;
-        off += 4 + n;
-    }
-    memmove(c->in, c->in + off, c->inlen - off);
-    c->inlen -= off;
-    return 0;
-}
-
-static int on_readable(driver_t *d, bconn_t *c)
-{
-    ssize_t r = recv(c->fd, c->in + c->inlen, IN_CAP - c->inlen, 0);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    if (r <= 0)
-        return conn_fail(d, c, r < 0 ? strerror(errno) : "closed by the remote");
-    c->inlen += (size_t)r;
-    return process_input(d, c);
-}
-
-static int watch(driver_t *d, bconn_t *c, int op, uint32_t events)
-{
-    struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (epoll_ctl(d->ep, op, c->fd, &ev) < 0)
-        return conn_fail(d, c, strerror(errno));
-    return 0;
-}
-
-static int on_connected(driver_t *d, bconn_t *c)
-{
-    int err = 0;
-    socklen_t elen = sizeof(err);
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen);
-    if (err)
-        return conn_fail(d, c, strerror(err));
-    uint8_t magic[4];
-    put_le32(magic, TRACKER_MAGIC);
-    if (send(c->fd, magic, 4, MSG_NOSIGNAL) != 4)
-        return conn_fail(d, c, "cannot send the magic");
-    c->st = ST_MAGIC;
-    return watch(d, c, EPOLL_CTL_MOD, EPOLLIN);
-}
-
-static int conn_open(driver_t *d, bconn_t *c, role_t role, uint32_t idx)
-{
-    memset(c, 0, sizeof(*c));
-    c->role = role;
-    c->idx = idx;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return conn_fail(d, c, strerror(errno));
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)d->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    d->pending_setup++;
-    c->st = ST_CONNECTING;
-    if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS)
-        return conn_fail(d, c, strerror(errno));
-    return watch(d, c, EPOLL_CTL_ADD, EPOLLOUT);
-}
-
-/* One epoll_wait and its callbacks. */
-static int pump(driver_t *d, int timeout_ms)
-{
-    struct epoll_event evs[EV_BATCH];
-    int n = epoll_wait(d->ep, evs, EV_BATCH, timeout_ms);
-    if (n < 0 && errno != EINTR)
-        return fail("epoll_wait: %s", strerror(errno));
-    for (int i = 0; i < n && !d->fatal; i++) {
-        bconn_t *c = evs[i].data.ptr;
-        if (c->st == ST_CONNECTING)
-            on_connected(d, c);
-        else
-            on_readable(d, c);
-    }
-    return d->fatal ? -1 : 0;
-}
-
-/* Open connections [from, to) of one role and run each through its setup
- * (magic; servers also UPDATE_INFO and the first PUT), SETUP_WINDOW at a
- * time so the tracker's accept queue never overflows. */
-static int setup_conns(driver_t *d, role_t role, size_t from, size_t to, double *rate)
-{
-    bconn_t *arr = role == ROLE_SERVER ? d->servers : d->clients;
-    size_t *count = role == ROLE_SERVER ? &d->nservers : &d->nclients;
-    uint64_t t0 = now_ns(), deadline = t0 + 30ull * 1000000000u;
-    size_t next = from;
-    while (next < to || d->pending_setup) {
-        while (next < to && d->pending_setup < SETUP_WINDOW) {
-            *count = next + 1;
-            if (conn_open(d, &arr[next], role, (uint32_t)next) < 0)
-                return -1;
-            next++;
-        }
-        if (pump(d, 100) < 0)
-            return -1;
-        if (now_ns() > deadline)
-            return fail("setting up %zu connections took more than 30 s", to - from);
-    }
-    if (rate)
-        *rate = (double)(to - from) / ((double)(now_ns() - t0) / 1e9);
-    return 0;
-}
-
-static void close_all(driver_t *d)
-{
-    /* Abortive close (RST): no TIME_WAIT left behind to eat ephemeral ports
-     * when the bench is run again right away. */
-    struct linger lg = {1, 0};
-    for (size_t i = 0; i < d->nservers + d->nclients; i++) {
-        bconn_t *c = i < d->nservers ? &d->servers[i] : &d->clients[i - d->nservers];
-        if (c->fd > 0) {
-            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-            close(c->fd);
-            c->fd = -1;
-        }
-    }
-    d->nservers = d->nclients = 0;
-    d->fifo_head = d->fifo_tail = NULL;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(const lat_t *l, double p)
-{
-    if (!l->n)
-        return 0;
-    size_t i = (size_t)(p / 100.0 * (double)(l->n - 1) + 0.5);
-    return (double)l->v[i] / 1e3;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -994,24 +430,28 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void summarize(acc_t *a, result_t *r)
+/* Grant latencies in microseconds: the percentiles are exact (all samples
+ * kept, sorted once). */
+static void summarize_lat(bench_samples_t *l, result_t *r)
 {
-    lat_t *l = &a->lat;
-    if (l->n)
-        qsort(l->v, l->n, sizeof(*l->v), cmp_u64);
     double sum = 0;
     for (size_t i = 0; i < l->n; i++)
         sum += (double)l->v[i];
+    r->samples = l->n;
+    r->mean = l->n ? sum / (double)l->n / 1e3 : 0;
+    r->p50 = bench_samples_pct(l, 50) / 1e3;
+    r->p90 = bench_samples_pct(l, 90) / 1e3;
+    r->p99 = bench_samples_pct(l, 99) / 1e3;
+    r->p999 = bench_samples_pct(l, 99.9) / 1e3;
+    r->max = bench_samples_pct(l, 100) / 1e3;
+}
+
+static void summarize(acc_t *a, result_t *r)
+{
     memset(r, 0, sizeof(*r));
     if (a->secs <= 0)
         return;
-    r->samples = l->n;
-    r->mean = l->n ? sum / (double)l->n / 1e3 : 0;
-    r->p50 = pct_us(l, 50);
-    r->p90 = pct_us(l, 90);
-    r->p99 = pct_us(l, 99);
-    r->p999 = pct_us(l, 99.9);
-    r->max = l->n ? (double)l->v[l->n - 1] / 1e3 : 0;
+    summarize_lat(&a->lat, r);
     r->cycles = a->cycles;
     r->cycles_per_s = (double)a->cycles / a->secs;
     r->mean_cycle_us = a->cycles ? (double)a->cycle_ns / (double)a->cycles / 1e3 : 0;
@@ -1026,11 +466,6 @@ static void summarize(acc_t *a, result_t *r)
     r->srv_us = a->cycles ? (a->srv.user + a->srv.sys) / (double)a->cycles * 1e6 : 0;
     r->srv_user_us = a->cycles ? a->srv.user / (double)a->cycles * 1e6 : 0;
 }
-
-typedef struct snap {
-    cpu_t drv, srv;
-    double machine;
-} snap_t;
 
 static snap_t snap_take(const driver_t *d)
 {
@@ -1054,79 +489,41 @@ static void acc_add(acc_t *acc, snap_t a, snap_t b, double secs, uint64_t cycles
         acc->rate[acc->nrounds++] = (double)cycles / secs;
 }
 
-static int drain(driver_t *d)
+/* bench_trk calls this as the measured window opens and closes. */
+static void on_edge(void *arg, int closing)
 {
-    d->issuing = 0;
-    uint64_t deadline = now_ns() + 5ull * 1000000000u;
-    while (d->outstanding && now_ns() < deadline) {
-        if (pump(d, 10) < 0)
-            return -1;
-    }
-    if (d->outstanding)
-        return fail("%zu cycles still outstanding 5 s after the run", d->outstanding);
-    return 0;
-}
-
-/* Paced run: send the REQUESTs whose time has come. */
-static int send_due(driver_t *d, size_t nclients, uint64_t t)
-{
-    for (size_t i = 0; i < nclients; i++) {
-        bconn_t *c = &d->clients[i];
-        if (c->st == ST_IDLE && c->due <= t && client_request(d, c) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* Closed loop (rate 0): start every client at once. Paced: offered rate
- * cycles/s in total, the clients' due times spread evenly over one interval. */
-static int start_clients(driver_t *d, size_t nclients, double rate, uint64_t t0)
-{
-    d->pace_ns = rate > 0 ? (uint64_t)((double)nclients / rate * 1e9) : 0;
-    for (size_t i = 0; i < nclients; i++) {
-        d->clients[i].due = t0 + d->pace_ns * i / nclients;
-        if (!d->pace_ns && client_request(d, &d->clients[i]) < 0)
-            return -1;
-    }
-    return 0;
+    driver_t *d = arg;
+    d->edge[closing] = snap_take(d);
 }
 
 /* One round: each of the first nclients clients runs cycles for
  * warm_s + dur_s, back to back (rate 0) or paced to rate cycles/s in total;
  * cycles completed and grants received in the last dur_s go to acc (NULL: an
- * unmeasured warm-up). CPU use is sampled at the window's edges. Ends with
- * nothing in flight. A paced run polls without sleeping (REQUESTs are due
- * every few tens of microseconds), so its driver CPU reads 100%. */
+ * unmeasured warm-up of warm_s + dur_s). Ends with nothing in flight. */
 static int run_round(driver_t *d, size_t nclients, double rate, double warm_s, double dur_s,
                      acc_t *acc)
 {
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)((warm_s + dur_s) * 1e9);
-    d->acc = acc;
-    d->win_start = acc ? t0 + (uint64_t)(warm_s * 1e9) : 0;
-    d->win_end = acc ? end : 0;
-    uint64_t cycles0 = acc ? acc->cycles : 0;
-    d->issuing = 1;
-    if (start_clients(d, nclients, rate, t0) < 0)
+    bench_trk_round_t r = {.nclients = (int)nclients,
+                           .rate = rate,
+                           .warm_s = acc ? warm_s : warm_s + dur_s,
+                           .secs = acc ? dur_s : 0,
+                           .grant_ns = acc ? &acc->lat : NULL,
+                           .edge = on_edge,
+                           .edge_arg = d};
+    if (acc && !acc->lat.cap) {
+        /* Room for every sample up front: no realloc inside a window. */
+        acc->lat.v = malloc((1u << 20) * sizeof(*acc->lat.v));
+        acc->lat.cap = acc->lat.v ? 1u << 20 : 0;
+    }
+    if (bench_trk_run(d->t, &r, g_err, sizeof(g_err)) < 0)
         return -1;
-    snap_t s0 = {{0, 0}, {0, 0}, 0};
-    int started = 0;
-    uint64_t t;
-    do {
-        if (pump(d, d->pace_ns ? 0 : 1) < 0)
-            return -1;
-        t = now_ns();
-        if (d->pace_ns && send_due(d, nclients, t) < 0)
-            return -1;
-        if (acc && !started && t >= d->win_start) {
-            started = 1;
-            s0 = snap_take(d);
-        }
-    } while (t < end);
-    if (acc)
-        acc_add(acc, s0, snap_take(d), dur_s, acc->cycles - cycles0);
-    int rc = drain(d);
-    d->acc = NULL;
-    return rc;
+    if (acc) {
+        acc->cycles += r.cycles;
+        acc->cycle_ns += r.cycle_ns;
+        acc->late += r.late;
+        acc_add(acc, d->edge[0], d->edge[1], dur_s, r.cycles);
+    }
+    return 0;
 }
 
 /* ---- SUMMARY check (blocking) ------------------------------------------------ */
@@ -1208,38 +605,35 @@ typedef struct bench {
     acc_t a_trk, a_tcp, a_trkp, a_tcpp, a_trk1, a_tcp1;
 } bench_t;
 
-static int driver_init(driver_t *d, const config_t *cfg, int echo, const remote_t *rem)
+/* Connect the simulated peers to rem: cfg's servers (*reg_rate: their
+ * registrations per second) and clients, with room for the memory run. */
+static int driver_init(driver_t *d, const config_t *cfg, int echo, const remote_t *rem,
+                       double *reg_rate)
 {
-    d->echo = echo;
-    d->port = rem->port;
+    size_t max_servers = cfg->rss_servers > cfg->servers ? cfg->rss_servers : cfg->servers;
     d->remote_pid = rem->pid;
-    d->max_servers = cfg->rss_servers > cfg->servers ? cfg->rss_servers : cfg->servers;
-    d->max_clients = cfg->clients;
-    d->servers = calloc(d->max_servers, sizeof(bconn_t));
-    d->clients = calloc(d->max_clients, sizeof(bconn_t));
-    d->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!d->servers || !d->clients || d->ep < 0)
-        return fail("out of memory");
-    return 0;
+    d->t = bench_trk_new("127.0.0.1", rem->port, echo, BENCH_KEY, (int)max_servers,
+                         (int)cfg->clients, g_err, sizeof(g_err));
+    if (!d->t)
+        return -1;
+    int rc =
+        bench_trk_add_servers(d->t, (int)cfg->servers, SETUP_MS, reg_rate, g_err, sizeof(g_err));
+    return rc < 0 ? -1
+                  : bench_trk_add_clients(d->t, (int)cfg->clients, SETUP_MS, g_err, sizeof(g_err));
 }
 
 static void driver_free(driver_t *d)
 {
-    close_all(d);
-    if (d->ep >= 0)
-        close(d->ep);
-    d->ep = -1;
-    free(d->servers);
-    free(d->clients);
-    d->servers = d->clients = NULL;
+    bench_trk_close(d->t);
+    d->t = NULL;
 }
 
-static int driver_setup(driver_t *d, const config_t *cfg, double *reg_rate)
+static size_t grant_len(const driver_t *d)
 {
-    if (setup_conns(d, ROLE_SERVER, 0, cfg->servers, reg_rate) < 0 ||
-        setup_conns(d, ROLE_CLIENT, 0, cfg->clients, NULL) < 0)
-        return -1;
-    return 0;
+    size_t grant = 0, ack = 0;
+    if (d->t)
+        bench_trk_sizes(d->t, &grant, &ack);
+    return grant;
 }
 
 /* Tracker and baseline take turns in short rounds (order alternating), so
@@ -1268,12 +662,11 @@ static int load_phases(bench_t *b)
 {
     const config_t *cfg = b->cfg;
     report_t *rep = b->rep;
-    if (driver_init(&b->dt, cfg, 0, &b->trk) < 0 || driver_setup(&b->dt, cfg, &rep->reg_rate) < 0)
+    if (driver_init(&b->dt, cfg, 0, &b->trk, &rep->reg_rate) < 0)
         return -1;
-    rep->rss_load_kb = proc_status_kb(b->trk.pid, "VmRSS");
-    if (cfg->baseline &&
-        (echo_start(&b->echo, rep->server_core, 0) < 0 ||
-         driver_init(&b->de, cfg, 1, &b->echo) < 0 || driver_setup(&b->de, cfg, NULL) < 0))
+    rep->rss_load_kb = bench_status_kib(b->trk.pid, "VmRSS");
+    if (cfg->baseline && (echo_start(&b->echo, rep->server_core) < 0 ||
+                          driver_init(&b->de, cfg, 1, &b->echo, NULL) < 0))
         return -1;
     if (interleave(b, cfg->clients, 0, cfg->warmup_s / 2, cfg->duration_s, &b->a_trk, &b->a_tcp) <
         0)
@@ -1283,8 +676,8 @@ static int load_phases(bench_t *b)
         return -1;
     if (cfg->idle_s > 0 && interleave(b, 1, 0, 0, cfg->idle_s, &b->a_trk1, &b->a_tcp1) < 0)
         return -1;
-    rep->grant_len = b->dt.grant_len;
-    rep->tcp_grant_len = b->de.grant_len;
+    rep->grant_len = grant_len(&b->dt);
+    rep->tcp_grant_len = grant_len(&b->de);
     return 0;
 }
 
@@ -1295,13 +688,14 @@ static int memory_phase(bench_t *b)
     const config_t *cfg = b->cfg;
     report_t *rep = b->rep;
     if (cfg->rss_servers > cfg->servers &&
-        setup_conns(&b->dt, ROLE_SERVER, cfg->servers, cfg->rss_servers, NULL) < 0)
+        bench_trk_add_servers(b->dt.t, (int)cfg->rss_servers, SETUP_MS, NULL, g_err,
+                              sizeof(g_err)) < 0)
         return -1;
     sleep_ms(100);
-    rep->rss_servers = b->dt.nservers;
-    rep->rss_big_kb = proc_status_kb(b->trk.pid, "VmRSS");
+    rep->rss_servers = (size_t)bench_trk_nservers(b->dt.t);
+    rep->rss_big_kb = bench_status_kib(b->trk.pid, "VmRSS");
     rep->summary_free = summary_free(b->trk.port);
-    rep->hwm_kb = proc_status_kb(b->trk.pid, "VmHWM");
+    rep->hwm_kb = bench_status_kib(b->trk.pid, "VmHWM");
     if (rep->summary_free != (long)rep->rss_servers)
         return fail("SUMMARY reports %ld free slots, %zu expected", rep->summary_free,
                     rep->rss_servers);
@@ -1311,11 +705,10 @@ static int memory_phase(bench_t *b)
 static int run_bench(bench_t *b)
 {
     report_t *rep = b->rep;
-    b->dt.ep = b->de.ep = -1;
     int rc = tracker_start(&b->trk, b->cfg->tvmrpc, rep->server_core);
     if (rc == 0) {
         sleep_ms(100); /* let it settle before the idle sample */
-        rep->rss_idle_kb = proc_status_kb(b->trk.pid, "VmRSS");
+        rep->rss_idle_kb = bench_status_kib(b->trk.pid, "VmRSS");
         rc = load_phases(b);
     }
     /* The baseline is done: free its fds for the memory run. */
@@ -1337,7 +730,7 @@ static int run_bench(bench_t *b)
     summarize(&b->a_tcp1, &rep->tcp1);
     acc_t *accs[] = {&b->a_trk, &b->a_tcp, &b->a_trkp, &b->a_tcpp, &b->a_trk1, &b->a_tcp1};
     for (size_t i = 0; i < sizeof(accs) / sizeof(accs[0]); i++)
-        free(accs[i]->lat.v);
+        bench_samples_free(&accs[i]->lat);
     return rc;
 }
 
@@ -1692,7 +1085,7 @@ int main(int argc, char **argv)
     memset(&rep, 0, sizeof(rep));
     if (!cfg.pin || pick_cpus(&rep.driver_core, &rep.server_core) < 0)
         rep.driver_core = rep.server_core = -1;
-    pin_to(rep.driver_core);
+    pin(0, rep.driver_core);
     printf("bench_tracker: %s; %zu servers, %zu clients; %.1f s warm-up, then %d alternating "
            "rounds of %.2f s per side; driver on CPU %d, server on CPU %d\n",
            cfg.tvmrpc, cfg.servers, cfg.clients, cfg.warmup_s, cfg.rounds,

@@ -584,15 +584,17 @@ static int rpc_measure(ctx_t *c)
 
 /* ---- tracker ------------------------------------------------------------------------ */
 
+#define TRK_RAMP_S 0.05 /* each round skips the burst of simultaneous first REQUESTs */
+
 static int trk_round(ctx_t *c, bench_trk_t *t, trk_side_t *ts, double secs)
 {
-    bench_trk_round_t r = {.grant_ns = &ts->grant};
-    if (bench_trk_run(t, secs, &r, c->err, sizeof(c->err)) < 0)
+    bench_trk_round_t r = {.warm_s = TRK_RAMP_S, .secs = secs, .grant_ns = &ts->grant};
+    if (bench_trk_run(t, &r, c->err, sizeof(c->err)) < 0)
         return -1;
     ts->cycles += r.cycles;
-    ts->secs += r.secs;
+    ts->secs += secs;
     if (ts->nrounds < 64)
-        ts->round_rate[ts->nrounds++] = (double)r.cycles / r.secs;
+        ts->round_rate[ts->nrounds++] = (double)r.cycles / secs;
     return 0;
 }
 
@@ -618,7 +620,7 @@ static int trk_measure(ctx_t *c)
     int port, eport;
     pid_t echo = 0;
     bench_trk_t *t[2] = {NULL, NULL};
-    bench_trk_round_t warm = {0};
+    bench_trk_round_t warm = {.warm_s = TRK_RAMP_S, .secs = 0.1};
     if (net_parse_hostport(c->o.tracker, host, sizeof(host), &port, c->err) < 0)
         return fail_ctx(c, "--tracker");
     snprintf(c->tracker_addr, sizeof(c->tracker_addr), "%s", c->o.tracker);
@@ -628,7 +630,7 @@ static int trk_measure(ctx_t *c)
     t[0] = bench_trk_open(host, port, 0, key, c->o.servers, c->o.clients, setup_ms, c->err,
                           sizeof(c->err));
     /* A short unmeasured run warms both sides and tells the grant's size. */
-    if (!t[0] || bench_trk_run(t[0], 0.1, &warm, c->err, sizeof(c->err)) < 0)
+    if (!t[0] || bench_trk_run(t[0], &warm, c->err, sizeof(c->err)) < 0)
         goto out;
     bench_trk_sizes(t[0], &c->grant_len, &c->ack_len);
     if (bench_trk_echo_start(c->grant_len, c->ack_len, key, &echo, &eport, c->err, sizeof(c->err)) <
@@ -636,7 +638,7 @@ static int trk_measure(ctx_t *c)
         goto out;
     t[1] = bench_trk_open("127.0.0.1", eport, 1, key, c->o.servers, c->o.clients, setup_ms, c->err,
                           sizeof(c->err));
-    if (!t[1] || bench_trk_run(t[1], 0.1, &warm, c->err, sizeof(c->err)) < 0)
+    if (!t[1] || bench_trk_run(t[1], &warm, c->err, sizeof(c->err)) < 0)
         goto out;
     note(c, "tracker and raw TCP drivers ready (%d servers, %d clients each)", c->o.servers,
          c->o.clients);

@@ -111,32 +111,58 @@ int bench_fdset_new_socket(const bench_fdset_t *before);
 
 /* ---- tracker load (bench_trk.c) ---------------------------------------------- */
 
-/* Simulated servers and clients on one tracker (or on the echo baseline).
- * One cycle = REQUEST -> grant -> the granted server re-PUTs a fresh
+/* Simulated servers and clients on one tracker (or on the echo baseline),
+ * driven from one epoll loop; `tvmrpc bench` and bench/bench_tracker share
+ * it. One cycle = REQUEST -> grant -> the granted server re-PUTs a fresh
  * matchkey (what a real server does after a session) -> acknowledged. */
 typedef struct bench_trk bench_trk_t;
 
 typedef struct bench_trk_round {
-    uint64_t cycles;
-    double secs;
-    bench_samples_t *grant_ns; /* REQUEST -> grant latencies (may be NULL) */
+    /* what to run */
+    int nclients;  /* the first nclients clients take part; 0: all */
+    double rate;   /* offered cycles/s in total, spread over the clients; 0: closed loop */
+    double warm_s; /* unmeasured lead-in */
+    double secs;   /* the measured window after it; 0: nothing is measured */
+    bench_samples_t *grant_ns; /* REQUEST -> grant latencies in the window, or NULL */
+    /* Called as the window opens (closing 0) and closes (1), e.g. for CPU
+     * snapshots; may be NULL. */
+    void (*edge)(void *arg, int closing);
+    void *edge_arg;
+    /* what happened inside the window */
+    uint64_t cycles;   /* completed */
+    uint64_t cycle_ns; /* their REQUEST -> acknowledged times, summed */
+    uint64_t late;     /* paced: REQUESTs that went out after their due time */
 } bench_trk_round_t;
 
-/* Connect nservers + nclients and register the servers under key (no ':').
- * echo = 1: the remote is bench_trk_echo_start's baseline, which answers
- * with canned frames, so the driver itself picks the granted server. */
+/* Room for max_servers + max_clients peers of host:port under key (no ':'),
+ * nothing connected yet. echo = 1: the remote is bench_trk_echo_start's
+ * baseline, which answers with canned frames, so the driver itself picks
+ * the granted server (oldest free first, as the tracker does). */
+bench_trk_t *bench_trk_new(const char *host, int port, int echo, const char *key, int max_servers,
+                           int max_clients, char *err, size_t errlen);
+/* Connect and register servers until nservers exist (magic, UPDATE_INFO,
+ * PUT; 128 in flight); *per_s (may be NULL): registrations per second. */
+int bench_trk_add_servers(bench_trk_t *t, int nservers, int timeout_ms, double *per_s, char *err,
+                          size_t errlen);
+/* Connect clients until nclients exist (magic). */
+int bench_trk_add_clients(bench_trk_t *t, int nclients, int timeout_ms, char *err, size_t errlen);
+/* new + add_servers + add_clients; needs nservers >= nclients >= 1. */
 bench_trk_t *bench_trk_open(const char *host, int port, int echo, const char *key, int nservers,
                             int nclients, int timeout_ms, char *err, size_t errlen);
-/* Closed loop: every client keeps one cycle in flight; cycles finishing in
- * the secs after a 50 ms ramp are counted; then the cycles in flight drain. */
-int bench_trk_run(bench_trk_t *t, double secs, bench_trk_round_t *out, char *err, size_t errlen);
-/* JSON sizes of the tracker's grant and acknowledgement, once seen. */
+/* One round: warm_s + secs of cycles, each client closed-loop (one cycle
+ * always in flight) or paced; then the cycles in flight drain, outside the
+ * window. r's outputs are reset first. */
+int bench_trk_run(bench_trk_t *t, bench_trk_round_t *r, char *err, size_t errlen);
+int bench_trk_nservers(const bench_trk_t *t);
+/* JSON sizes of the remote's first grant and acknowledgement (0: none yet). */
 void bench_trk_sizes(const bench_trk_t *t, size_t *grant, size_t *ack);
 void bench_trk_close(bench_trk_t *t);
 
 /* The baseline: a forked epoll server that echoes the magic and answers a
  * REQUEST-shaped frame with grant_len bytes of JSON, anything else with
- * ack_len bytes: the tracker's traffic without the tracker. */
+ * ack_len bytes (0: the template's own size, which is what a tracker that
+ * writes like Python's json.dumps sends): the tracker's traffic without the
+ * tracker. It dies with us (PR_SET_PDEATHSIG); kill *pid to stop it. */
 int bench_trk_echo_start(size_t grant_len, size_t ack_len, const char *key, pid_t *pid, int *port,
                          char *err, size_t errlen);
 

@@ -1,9 +1,10 @@
-/* bench_trk: tracker load for `tvmrpc bench` (bench_lib.h), after
- * bench/bench_tracker.c. Simulated servers and clients share one epoll
- * loop; each message goes out with one send, as real peers do. The echo
- * baseline answers the same frames with canned replies of the tracker's
- * sizes, so the driver, connections and bytes are identical and the ratio
- * is what the tracker itself adds. */
+/* bench_trk: the tracker load driver (bench_lib.h) behind `tvmrpc bench
+ * --tracker` and bench/bench_tracker. Simulated servers and clients share
+ * one epoll loop (level-triggered, non-blocking, TCP_NODELAY); each message
+ * goes out with one send, as real peers do. The echo baseline answers the
+ * same frames with canned replies of the tracker's sizes, so the driver,
+ * connections and bytes are identical and the ratio is what the tracker
+ * itself adds. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -27,7 +28,7 @@
 #define SETUP_WINDOW 128 /* connections set up at once: stays under a listen backlog */
 #define PORT0 9000       /* simulated servers announce ports 9000 + index */
 #define EV_BATCH 256
-#define RAMP_NS 50000000ull
+#define DRAIN_NS 10000000000ull
 
 typedef enum role { ROLE_SERVER, ROLE_CLIENT } role_t;
 
@@ -48,7 +49,8 @@ typedef struct tconn {
     role_t role;
     cstate_t st;
     uint32_t idx, gen;
-    uint64_t t_req;
+    uint64_t t_req;          /* client: when the outstanding REQUEST went out */
+    uint64_t due;            /* client, paced run: when its next REQUEST is due */
     struct tconn *peer;      /* server in ST_REPUT: the client whose cycle it ends */
     struct tconn *fifo_next; /* echo baseline: free servers, oldest first */
     size_t inlen;
@@ -60,13 +62,16 @@ struct bench_trk {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     char key[64];
-    tconn_t *conns; /* servers first, then clients */
-    int nservers, nclients, nopen, pending;
+    tconn_t *servers, *clients;
+    int max_servers, max_clients;
+    int nservers, nclients; /* opened so far */
+    int pending;            /* connections still in their setup */
     tconn_t *fifo_head, *fifo_tail;
-    int issuing;
+    int issuing;      /* a finished cycle starts (or schedules) the next one */
+    uint64_t pace_ns; /* paced run: each client's interval between REQUESTs; 0 = closed loop */
     size_t outstanding;
-    uint64_t win_start, win_end;
-    bench_trk_round_t *round;
+    uint64_t win_start, win_end; /* measured window of the current round */
+    bench_trk_round_t *round;    /* the current round, NULL between rounds */
     size_t grant_len, ack_len;
     char *err;
     size_t errlen;
@@ -85,12 +90,16 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
+static const char *remote_name(const bench_trk_t *t)
+{
+    return t->echo ? "raw TCP" : "tracker";
+}
+
 static int conn_fail(bench_trk_t *t, tconn_t *c, const char *what)
 {
     t->fatal = 1;
-    return fail(t->err, t->errlen, "%s: simulated %s #%u: %s (state %d)",
-                t->echo ? "raw TCP" : "tracker", c->role == ROLE_SERVER ? "server" : "client",
-                c->idx, what, (int)c->st);
+    return fail(t->err, t->errlen, "%s: simulated %s #%u: %s (state %d)", remote_name(t),
+                c->role == ROLE_SERVER ? "server" : "client", c->idx, what, (int)c->st);
 }
 
 static int send_str(bench_trk_t *t, tconn_t *c, const char *text)
@@ -163,7 +172,7 @@ static tconn_t *granted_server(bench_trk_t *t, const char *text, size_t len)
     if (strncmp(buf, "[0,", 3) != 0 || !mk || sscanf(mk + strlen(pat), "%u.%u", &idx, &gen) != 2 ||
         idx >= (unsigned)t->nservers)
         return NULL;
-    tconn_t *s = &t->conns[idx];
+    tconn_t *s = &t->servers[idx];
     return s->gen == gen ? s : NULL;
 }
 
@@ -184,6 +193,22 @@ static int on_grant(bench_trk_t *t, tconn_t *c, const char *text, size_t len)
     return server_put(t, s);
 }
 
+/* A finished cycle's client: closed loop, its next REQUEST goes now; paced,
+ * it keeps its slot unless this cycle overran it, and then goes now with the
+ * schedule restarting from here. */
+static int next_request(bench_trk_t *t, tconn_t *c, uint64_t now)
+{
+    if (!t->pace_ns)
+        return client_request(t, c);
+    c->due += t->pace_ns;
+    if (c->due > now)
+        return 0;
+    if (in_window(t, now))
+        t->round->late++;
+    c->due = now;
+    return client_request(t, c);
+}
+
 /* The re-PUT is acknowledged: the server is free again, the cycle done. */
 static int on_release(bench_trk_t *t, tconn_t *s)
 {
@@ -193,11 +218,13 @@ static int on_release(bench_trk_t *t, tconn_t *s)
     s->peer = NULL;
     if (t->echo)
         fifo_push(t, s);
-    if (in_window(t, now))
+    if (in_window(t, now)) {
         t->round->cycles++;
+        t->round->cycle_ns += now - c->t_req;
+    }
     c->st = ST_IDLE;
     t->outstanding--;
-    return t->issuing ? client_request(t, c) : 0;
+    return t->issuing ? next_request(t, c, now) : 0;
 }
 
 static void setup_done(bench_trk_t *t, tconn_t *c, cstate_t st)
@@ -303,7 +330,6 @@ static int conn_open(bench_trk_t *t, tconn_t *c, role_t role, uint32_t idx)
     c->role = role;
     c->idx = idx;
     c->st = ST_CONNECTING;
-    t->nopen++;
     t->pending++;
     c->fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
@@ -333,25 +359,26 @@ static int pump(bench_trk_t *t, int timeout_ms)
     return t->fatal ? -1 : 0;
 }
 
-/* Open every connection and run it through its setup (magic; servers also
- * UPDATE_INFO and the first PUT), SETUP_WINDOW at a time. */
-static int setup_all(bench_trk_t *t, int timeout_ms)
+/* Open connections of one role until *count reaches to, and run each
+ * through its setup (magic; servers also UPDATE_INFO and the first PUT),
+ * SETUP_WINDOW at a time so the remote's accept queue never overflows. */
+static int setup_conns(bench_trk_t *t, role_t role, int to, int timeout_ms)
 {
-    int total = t->nservers + t->nclients, next = 0;
+    tconn_t *arr = role == ROLE_SERVER ? t->servers : t->clients;
+    int *count = role == ROLE_SERVER ? &t->nservers : &t->nclients;
+    int from = *count;
     uint64_t deadline = bench_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    while (next < total || t->pending) {
-        while (next < total && t->pending < SETUP_WINDOW) {
-            int srv = next < t->nservers;
-            uint32_t idx = (uint32_t)(srv ? next : next - t->nservers);
-            if (conn_open(t, &t->conns[next], srv ? ROLE_SERVER : ROLE_CLIENT, idx) < 0)
+    while (*count < to || t->pending) {
+        while (*count < to && t->pending < SETUP_WINDOW) {
+            int idx = (*count)++; /* counted before it can fail: close() finds it */
+            if (conn_open(t, &arr[idx], role, (uint32_t)idx) < 0)
                 return -1;
-            next++;
         }
         if (pump(t, 100) < 0)
             return -1;
         if (bench_now_ns() > deadline)
             return fail(t->err, t->errlen, "%s: setting up %d connections took over %d ms",
-                        t->echo ? "raw TCP" : "tracker", total, timeout_ms);
+                        remote_name(t), to - from, timeout_ms);
     }
     return 0;
 }
@@ -383,11 +410,17 @@ static void raise_nofile(void)
     }
 }
 
-bench_trk_t *bench_trk_open(const char *host, int port, int echo, const char *key, int nservers,
-                            int nclients, int timeout_ms, char *err, size_t errlen)
+static void use_err(bench_trk_t *t, char *err, size_t errlen)
 {
-    if (nservers < nclients || nclients < 1 || strchr(key, ':') || strlen(key) > 40) {
-        fail(err, errlen, "tracker load needs servers >= clients >= 1 and a key without ':'");
+    t->err = err;
+    t->errlen = errlen;
+}
+
+bench_trk_t *bench_trk_new(const char *host, int port, int echo, const char *key, int max_servers,
+                           int max_clients, char *err, size_t errlen)
+{
+    if (max_servers < 1 || max_clients < 1 || strchr(key, ':') || strlen(key) > 40) {
+        fail(err, errlen, "tracker load needs servers and clients and a key without ':'");
         return NULL;
     }
     raise_nofile();
@@ -396,53 +429,150 @@ bench_trk_t *bench_trk_open(const char *host, int port, int echo, const char *ke
         fail(err, errlen, "out of memory");
         return NULL;
     }
+    use_err(t, err, errlen);
     t->echo = echo;
-    t->err = err;
-    t->errlen = errlen;
-    t->nservers = nservers;
-    t->nclients = nclients;
+    t->max_servers = max_servers;
+    t->max_clients = max_clients;
     snprintf(t->key, sizeof(t->key), "%s", key);
-    t->conns = calloc((size_t)(nservers + nclients), sizeof(*t->conns));
+    t->servers = calloc((size_t)max_servers, sizeof(*t->servers));
+    t->clients = calloc((size_t)max_clients, sizeof(*t->clients));
     t->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!t->conns || t->ep < 0) {
+    if (!t->servers || !t->clients || t->ep < 0) {
         fail(err, errlen, "out of memory or descriptors");
         bench_trk_close(t);
         return NULL;
     }
-    if (resolve(t, host, port) < 0 || setup_all(t, timeout_ms) < 0) {
+    if (resolve(t, host, port) < 0) {
         bench_trk_close(t);
         return NULL;
     }
     return t;
 }
 
-int bench_trk_run(bench_trk_t *t, double secs, bench_trk_round_t *out, char *err, size_t errlen)
+int bench_trk_add_servers(bench_trk_t *t, int nservers, int timeout_ms, double *per_s, char *err,
+                          size_t errlen)
 {
-    t->err = err;
-    t->errlen = errlen;
-    out->cycles = 0;
-    t->round = out;
-    uint64_t start = bench_now_ns();
-    t->win_start = start + RAMP_NS;
-    t->win_end = t->win_start + (uint64_t)(secs * 1e9);
-    t->issuing = 1;
-    for (int i = 0; i < t->nclients; i++)
-        if (client_request(t, &t->conns[t->nservers + i]) < 0)
-            return -1;
-    int rc = 0;
-    while (rc == 0 && bench_now_ns() < t->win_end)
-        rc = pump(t, 10);
-    t->issuing = 0;
-    /* Drain: the cycles in flight finish outside the window. */
-    uint64_t deadline = bench_now_ns() + 10000000000ull;
-    while (rc == 0 && t->outstanding) {
-        rc = pump(t, 10);
-        if (rc == 0 && bench_now_ns() > deadline)
-            rc = fail(err, errlen, "%zu cycles did not finish within 10 s", t->outstanding);
+    use_err(t, err, errlen);
+    if (nservers > t->max_servers)
+        return fail(err, errlen, "%d servers asked for, room for %d", nservers, t->max_servers);
+    int from = t->nservers;
+    uint64_t t0 = bench_now_ns();
+    if (setup_conns(t, ROLE_SERVER, nservers, timeout_ms) < 0)
+        return -1;
+    if (per_s)
+        *per_s = (double)(nservers - from) / ((double)(bench_now_ns() - t0) / 1e9);
+    return 0;
+}
+
+int bench_trk_add_clients(bench_trk_t *t, int nclients, int timeout_ms, char *err, size_t errlen)
+{
+    use_err(t, err, errlen);
+    if (nclients > t->max_clients)
+        return fail(err, errlen, "%d clients asked for, room for %d", nclients, t->max_clients);
+    return setup_conns(t, ROLE_CLIENT, nclients, timeout_ms);
+}
+
+bench_trk_t *bench_trk_open(const char *host, int port, int echo, const char *key, int nservers,
+                            int nclients, int timeout_ms, char *err, size_t errlen)
+{
+    if (nservers < nclients || nclients < 1) {
+        fail(err, errlen, "tracker load needs servers >= clients >= 1");
+        return NULL;
     }
-    out->secs = (double)(t->win_end - t->win_start) / 1e9;
+    bench_trk_t *t = bench_trk_new(host, port, echo, key, nservers, nclients, err, errlen);
+    if (t && (bench_trk_add_servers(t, nservers, timeout_ms, NULL, err, errlen) < 0 ||
+              bench_trk_add_clients(t, nclients, timeout_ms, err, errlen) < 0)) {
+        bench_trk_close(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Closed loop: every client sends its first REQUEST now. Paced: each is
+ * due every pace_ns, their first due times spread evenly over one interval. */
+static int start_clients(bench_trk_t *t, int n, double rate, uint64_t t0)
+{
+    t->pace_ns = rate > 0 ? (uint64_t)((double)n / rate * 1e9) : 0;
+    for (int i = 0; i < n; i++) {
+        t->clients[i].due = t0 + t->pace_ns * (uint64_t)i / (uint64_t)n;
+        if (!t->pace_ns && client_request(t, &t->clients[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Paced run: send the REQUESTs whose time has come. */
+static int send_due(bench_trk_t *t, int n, uint64_t now)
+{
+    for (int i = 0; i < n; i++) {
+        tconn_t *c = &t->clients[i];
+        if (c->st == ST_IDLE && c->due <= now && client_request(t, c) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Cycles until end, calling r->edge as the window opens and closes. A
+ * paced run polls without sleeping (REQUESTs are due every few tens of
+ * microseconds), so the driver's CPU then reads 100%. */
+static int cycle_until(bench_trk_t *t, bench_trk_round_t *r, int n, uint64_t end)
+{
+    int opened = !r->edge || r->secs <= 0;
+    uint64_t now;
+    do {
+        if (pump(t, t->pace_ns ? 0 : 1) < 0)
+            return -1;
+        now = bench_now_ns();
+        if (t->pace_ns && send_due(t, n, now) < 0)
+            return -1;
+        if (!opened && now >= t->win_start) {
+            opened = 1;
+            r->edge(r->edge_arg, 0);
+        }
+    } while (now < end);
+    if (r->edge && r->secs > 0)
+        r->edge(r->edge_arg, 1);
+    return 0;
+}
+
+/* Stop issuing; the cycles in flight finish outside the window. */
+static int drain(bench_trk_t *t)
+{
+    t->issuing = 0;
+    uint64_t deadline = bench_now_ns() + DRAIN_NS;
+    while (t->outstanding) {
+        if (pump(t, 10) < 0)
+            return -1;
+        if (bench_now_ns() > deadline)
+            return fail(t->err, t->errlen, "%s: %zu cycles did not finish within %llu s",
+                        remote_name(t), t->outstanding, DRAIN_NS / 1000000000ull);
+    }
+    return 0;
+}
+
+int bench_trk_run(bench_trk_t *t, bench_trk_round_t *r, char *err, size_t errlen)
+{
+    use_err(t, err, errlen);
+    int n = r->nclients > 0 && r->nclients < t->nclients ? r->nclients : t->nclients;
+    r->cycles = r->cycle_ns = r->late = 0;
+    uint64_t t0 = bench_now_ns();
+    t->win_start = t0 + (uint64_t)(r->warm_s * 1e9);
+    t->win_end = t->win_start + (uint64_t)(r->secs * 1e9);
+    t->round = r;
+    t->issuing = 1;
+    int rc = start_clients(t, n, r->rate, t0);
+    if (rc == 0)
+        rc = cycle_until(t, r, n, t->win_end);
+    if (rc == 0)
+        rc = drain(t);
+    t->issuing = 0;
     t->round = NULL;
     return rc;
+}
+
+int bench_trk_nservers(const bench_trk_t *t)
+{
+    return t->nservers;
 }
 
 void bench_trk_sizes(const bench_trk_t *t, size_t *grant, size_t *ack)
@@ -451,21 +581,29 @@ void bench_trk_sizes(const bench_trk_t *t, size_t *grant, size_t *ack)
     *ack = t->ack_len;
 }
 
+/* Abortive close (RST): no TIME_WAIT left to eat ephemeral ports when the
+ * bench runs again right away. */
+static void close_conns(tconn_t *arr, int n)
+{
+    struct linger lg = {1, 0};
+    for (int i = 0; arr && i < n; i++) {
+        if (arr[i].fd > 0) {
+            setsockopt(arr[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            close(arr[i].fd);
+        }
+    }
+}
+
 void bench_trk_close(bench_trk_t *t)
 {
     if (!t)
         return;
-    /* Abortive close (RST): no TIME_WAIT left to eat ephemeral ports. */
-    struct linger lg = {1, 0};
-    for (int i = 0; t->conns && i < t->nopen; i++) {
-        if (t->conns[i].fd > 0) {
-            setsockopt(t->conns[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-            close(t->conns[i].fd);
-        }
-    }
+    close_conns(t->servers, t->nservers);
+    close_conns(t->clients, t->nclients);
     if (t->ep >= 0)
         close(t->ep);
-    free(t->conns);
+    free(t->servers);
+    free(t->clients);
     free(t);
 }
 
