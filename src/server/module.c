@@ -1339,20 +1339,16 @@ static int blob_tree(blob_t *b, char *err, size_t errlen)
     return 0;
 }
 
-/* Parse the blob at p. *root and *ctxm get new references (*ctxm may be
- * NULL: a tree without "_lib" has no context module). */
-static int blob_load(lib_t *l, const uint8_t *p, mod_t **root, mod_t **ctxm, char *err,
-                     size_t errlen)
+/* Parse the len-byte blob payload at p (after its length word). *root and
+ * *ctxm get new references (*ctxm may be NULL: a tree without "_lib" has no
+ * context module). */
+static int blob_parse(lib_t *l, const uint8_t *p, size_t len, mod_t **root, mod_t **ctxm,
+                      char *err, size_t errlen)
 {
     blob_t b = {0};
-    size_t avail;
     int rc = -1;
     *root = *ctxm = NULL;
-    if (module_seg_avail(p, &avail) < 0 || avail < 8 || le64(p) > avail - 8) {
-        snprintf(err, errlen, "TVMError: __tvm_dev_mblob is truncated");
-        return -1;
-    }
-    rd_t r = rd_make(p + 8, (size_t)le64(p));
+    rd_t r = rd_make(p, len);
     uint64_t count;
     if (rd_u64(&r, &count) < 0 || count == 0 || count > MAX_BLOB_MODULES) {
         snprintf(err, errlen, "TVMError: __tvm_dev_mblob: bad entry count");
@@ -1404,6 +1400,49 @@ out:
     free(b.mods);
     free(b.row);
     free(b.child);
+    return rc;
+}
+
+/* The blob at p inside a loaded library: its length word is bounded by the
+ * segment holding it, since nothing else vouches for it. */
+static int blob_load(lib_t *l, const uint8_t *p, mod_t **root, mod_t **ctxm, char *err,
+                     size_t errlen)
+{
+    size_t avail;
+    *root = *ctxm = NULL;
+    if (module_seg_avail(p, &avail) < 0 || avail < 8 || le64(p) > avail - 8) {
+        snprintf(err, errlen, "TVMError: __tvm_dev_mblob is truncated");
+        return -1;
+    }
+    return blob_parse(l, p + 8, (size_t)le64(p), root, ctxm, err, errlen);
+}
+
+static void *no_symbol(lib_t *l, const char *name, int *is_func)
+{
+    (void)l;
+    (void)name;
+    *is_func = -1;
+    return NULL;
+}
+
+static void free_bare_lib(lib_t *l)
+{
+    free(l);
+}
+
+int module_blob_check(const uint8_t *p, size_t n, char *err, size_t errlen)
+{
+    lib_t *l = calloc(1, sizeof(*l));
+    if (!l) {
+        snprintf(err, errlen, "MemoryError: out of memory");
+        return -1;
+    }
+    lib_setup(l, no_symbol, free_bare_lib);
+    mod_t *root, *ctxm;
+    int rc = blob_parse(l, p, n, &root, &ctxm, err, errlen);
+    mod_release(root);
+    mod_release(ctxm);
+    lib_release(l);
     return rc;
 }
 
@@ -2001,7 +2040,7 @@ static int has_suffix(const char *s, const char *suf)
 }
 
 /* Every member must stay inside the extraction directory. */
-static int tar_names_ok(char *listing, char *bad, size_t badlen)
+int module_tar_names_ok(char *listing, char *bad, size_t badlen)
 {
     for (char *save, *line = strtok_r(listing, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save)) {
@@ -2057,7 +2096,7 @@ static int untar(const char *tarpath, char *dir, size_t dirlen, char **files, in
                  st < 0 ? "cannot run tar" : last_line(listing));
         goto out;
     }
-    if (strlen(listing) >= TAR_LISTING_MAX - 1 || !tar_names_ok(listing, bad, sizeof(bad))) {
+    if (strlen(listing) >= TAR_LISTING_MAX - 1 || !module_tar_names_ok(listing, bad, sizeof(bad))) {
         snprintf(err, errlen,
                  "ValueError: tar archive %s has a member outside its directory "
                  "(%s)",

@@ -171,4 +171,13 @@ int module_fn_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_v
 int module_fn_ffi_system_lib(session_t *s, const rpc_value_t *args, int nargs, rpc_value_t *ret,
                              char *err, size_t errlen);
 
+/* Parsers, exposed for tests and fuzzing. module_blob_check parses a
+ * classic import blob payload (§2.3, without its length word) over a
+ * library with no symbols and frees what it built; 0 or -1 with err. */
+int module_blob_check(const uint8_t *p, size_t n, char *err, size_t errlen);
+/* The newline-separated member names of a tar listing (modified in place):
+ * 1 if every one stays inside the extraction directory, else 0 with the
+ * first bad one in bad. */
+int module_tar_names_ok(char *listing, char *bad, size_t badlen);
+
 #endif

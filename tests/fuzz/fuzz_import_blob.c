@@ -3,8 +3,7 @@
  * key: graph JSON, weight count, weight names, NDArray records, module
  * name. That is gexec_factory_load, the byte-level loader module.c calls
  * for the entry; the blob's own framing (entry count, keys, _lib,
- * _import_tree) is parsed by blob_load, which is static in module.c and
- * reads from a dlopen'ed segment, so it is not reachable from here.
+ * _import_tree) is fuzz_blob's part.
  *
  * A factory that loads is then used as a client would: get_graph_json,
  * get_graph_params, remove_params, and default(cpu0) over a library whose
