@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # demo.sh [--once] [TVMRPC]: a local RPC system on loopback, as the seed
 # document sets one up: a tracker on 127.0.0.1:9190, a server registered
-# under key "local", the query table, one remote call through the tracker,
-# and a compiled model run on the server through the graph executor
-# (examples/run_model with the fixture network net.so; docs/models.md).
+# under key "local", a proxy registered with the tracker and a second server
+# under key "board" that reaches the system only through it (as a board
+# behind a firewall does, `server --through-proxy`), the query table, a
+# remote call on each through the tracker, and a compiled model run on both
+# through the graph executor (examples/run_model with the fixture network
+# net.so; docs/models.md).
 #
 # By default it stays up until Ctrl-C so you can point your own TVM client
 # at it:   tvm.rpc.connect_tracker("127.0.0.1", 9190).request("local")
@@ -81,9 +84,27 @@ start_server() {
     echo "== server on 127.0.0.1:$(bound_port "$logdir/server.log"), registered under key 'local'"
 }
 
+# A proxy registered with the tracker, and a "board" that dials out to it
+# and is reached only through it (docs/proxy.md, docs/farm.md section 5).
+start_proxy_and_board() {
+    "$bin" proxy --host 127.0.0.1 --port 0 --tracker "127.0.0.1:$port" \
+        >"$logdir/proxy.log" 2>&1 &
+    pids+=($!)
+    wait_for "$logdir/proxy.log" "bind to 127.0.0.1:"
+    local pport
+    pport=$(bound_port "$logdir/proxy.log")
+    "$bin" server --through-proxy --host 127.0.0.1 --port "$pport" --key board \
+        >"$logdir/board.log" 2>&1 &
+    pids+=($!)
+    wait_for "$logdir/proxy.log" "(board) waits as slot"
+    echo "== proxy on 127.0.0.1:$pport, registered with the tracker;" \
+        "a server behind it under key 'board' (--through-proxy)"
+}
+
 show_query() {
-    for _ in $(seq 1 100); do # until the server's slot is queued
-        "$bin" query --port "$port" | grep -q '^local ' && break
+    for _ in $(seq 1 100); do # until both servers' slots are known
+        "$bin" query --port "$port" | grep -q '^local ' &&
+            "$bin" query --port "$port" | grep -q 'server:proxy\[.*board' && break
         sleep 0.05
     done
     echo "== tvmrpc query --port $port"
@@ -92,31 +113,38 @@ show_query() {
 
 remote_call() {
     "$bin" --help | grep -q '^  call ' || return 0
-    echo "== one remote call through the tracker: rpc.test.strcat(\"tvmrpc\", 42) on key 'local'"
-    "$bin" call --tracker "127.0.0.1:$port" --key local rpc.test.strcat tvmrpc 42
+    local key
+    for key in local board; do
+        echo "== one remote call through the tracker: rpc.test.strcat(\"tvmrpc\", 42) on key '$key'"
+        "$bin" call --tracker "127.0.0.1:$port" --key "$key" rpc.test.strcat tvmrpc 42
+    done
 }
 
 # The model: request 'local' from the tracker, upload net.so, load it,
 # GraphExecutorFactory "default"(cpu0), set_input, run, get_output, time.
-run_model() {
-    echo "== a model on the device: $(basename "$model") through the graph executor, key 'local'"
+run_model() { # run_model KEY
+    local key=$1
+    echo "== a model on the device: $(basename "$model") through the graph executor, key '$key'"
     if [ ! -x "$runner" ] || [ ! -f "$model" ]; then
         echo "   (skipped: needs $runner and $model; build with the default"
         echo "    -DTVMRPC_EXAMPLES=ON -DTVMRPC_TESTS=ON)"
         return $((once))
     fi
-    echo "   $runner --tracker 127.0.0.1:$port --key local $model"
-    "$runner" --tracker "127.0.0.1:$port" --key local "$model" | sed 's/^/   /'
+    echo "   $runner --tracker 127.0.0.1:$port --key $key $model"
+    "$runner" --tracker "127.0.0.1:$port" --key "$key" "$model" | sed 's/^/   /'
     return "${PIPESTATUS[0]}"
 }
 
 start_tracker
 start_server
+start_proxy_and_board
 show_query
 remote_call
 echo
 model_rc=0
-run_model || model_rc=$?
+run_model local || model_rc=$?
+echo
+run_model board || model_rc=$?
 
 if [ $once = 1 ]; then
     status=$model_rc
@@ -125,6 +153,7 @@ fi
 echo
 echo "Running. Logs: $logdir. From Python with TVM installed:"
 echo "  import tvm.rpc; r = tvm.rpc.connect_tracker('127.0.0.1', $port).request('local')"
+echo "  (or .request('board') for the server behind the proxy)"
 echo "Press Ctrl-C to stop."
 # wait, unlike a foreground sleep, returns as soon as a signal arrives.
 while :; do

@@ -169,6 +169,14 @@ static void test_demo_once(void **state)
     expect_in(out, "registered under key 'local'");
     expect_in(out, "local   1      1     0");
     expect_in(out, "tvmrpc:42");
+    /* The board behind the proxy: listed, called, and it runs the model. */
+    expect_in(out, "a server behind it under key 'board' (--through-proxy)");
+    expect_in(out, "server:proxy[board]");
+    expect_in(out, "rpc.test.strcat(\"tvmrpc\", 42) on key 'board'");
+    expect_in(out, "device:    cpu(0) of server:board, granted by tracker");
+    const char *first = strstr(out, "check:     matches reference");
+    assert_non_null(first);
+    expect_in(first + 1, "check:     matches reference"); /* on both servers */
     expect_in(out, "output:    float32[1,10] =");
     expect_in(out, "check:     matches reference");
     expect_in(out, "timing:    run: mean ");
