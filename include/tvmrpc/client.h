@@ -295,8 +295,8 @@ int tvmrpc_array_free(tvmrpc_sess_t *s, tvmrpc_array_t *a);
 
 typedef void (*tvmrpc_progress_fn)(void *user, uint64_t done, uint64_t total);
 
-int tvmrpc_upload_progress(tvmrpc_sess_t *s, const void *data, size_t len,
-                           const char *remote_name, tvmrpc_progress_fn cb, void *user);
+int tvmrpc_upload_progress(tvmrpc_sess_t *s, const void *data, size_t len, const char *remote_name,
+                           tvmrpc_progress_fn cb, void *user);
 /* *data belongs to the session (no copy, unlike tvmrpc_download): valid,
  * and followed by a NUL byte, until the next call on s. */
 int tvmrpc_download_progress(tvmrpc_sess_t *s, const char *remote_name, const void **data,

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 typedef struct acl_net {
-    int family;        /* 4 or 6 */
-    uint8_t addr[16];  /* network address, host bits cleared */
-    int prefix;        /* prefix length in bits */
+    int family;       /* 4 or 6 */
+    uint8_t addr[16]; /* network address, host bits cleared */
+    int prefix;       /* prefix length in bits */
 } acl_net_t;
 
 typedef struct acl {

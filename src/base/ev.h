@@ -22,7 +22,8 @@
 #define EV_NOMORE (-1)
 
 typedef enum ev_backend {
-    EV_BACKEND_AUTO = 0, /* epoll where available, else poll; env TVMRPC_EV_BACKEND=poll forces poll */
+    EV_BACKEND_AUTO =
+        0, /* epoll where available, else poll; env TVMRPC_EV_BACKEND=poll forces poll */
     EV_BACKEND_EPOLL,
     EV_BACKEND_POLL,
 } ev_backend_t;

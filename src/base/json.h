@@ -73,8 +73,8 @@ json_t *json_new_object(void);
 int json_array_push(json_t *arr, json_t *v);
 int json_object_set(json_t *obj, const char *key, json_t *v);
 
-size_t json_array_len(const json_t *arr); /* 0 if not an array */
-json_t *json_array_get(const json_t *arr, size_t i); /* NULL if out of range / not array */
+size_t json_array_len(const json_t *arr);                    /* 0 if not an array */
+json_t *json_array_get(const json_t *arr, size_t i);         /* NULL if out of range / not array */
 json_t *json_object_get(const json_t *obj, const char *key); /* NULL if absent */
 /* Remove and return the value (ownership to caller), or NULL. */
 json_t *json_object_take(json_t *obj, const char *key);

@@ -52,8 +52,8 @@ int log_level_parse(const char *s, log_level_t *out)
     return -1;
 }
 
-size_t log_format(char *out, size_t outlen, log_level_t level, const char *name,
-                  double unix_time, const char *fmt, va_list ap)
+size_t log_format(char *out, size_t outlen, log_level_t level, const char *name, double unix_time,
+                  const char *fmt, va_list ap)
 {
     if (outlen < 2)
         return 0;

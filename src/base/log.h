@@ -28,8 +28,8 @@ int log_level_parse(const char *s, log_level_t *out);
 
 /* Format one complete line (with trailing '\n') into out; returns its length
  * (truncated lines still end with '\n'). Exposed for tests. */
-size_t log_format(char *out, size_t outlen, log_level_t level, const char *name,
-                  double unix_time, const char *fmt, va_list ap);
+size_t log_format(char *out, size_t outlen, log_level_t level, const char *name, double unix_time,
+                  const char *fmt, va_list ap);
 
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -124,8 +124,7 @@ typedef struct run_ctx {
 } run_ctx_t;
 
 /* "float32:4x1024" -> a remote array filled by tvm.contrib.random.random_fill. */
-static int make_array(run_ctx_t *r, const char *spec, tvmrpc_value_t *out, char *err,
-                      size_t errlen)
+static int make_array(run_ctx_t *r, const char *spec, tvmrpc_value_t *out, char *err, size_t errlen)
 {
     char dt[32];
     const char *colon = strchr(spec, ':');
@@ -189,10 +188,18 @@ static int run_timed(run_ctx_t *r, uint64_t mod, const char *fname, const tvmrpc
 {
     uint64_t te, timer;
     tvmrpc_value_t te_args[12] = {
-        tvmrpc_v_handle(TVMRPC_MODULE, mod), tvmrpc_v_str(fname), tvmrpc_v_int(1),
-        tvmrpc_v_int(0),      tvmrpc_v_int(number), tvmrpc_v_int(repeat),
-        tvmrpc_v_int(0),      tvmrpc_v_int(100),    tvmrpc_v_int(0),
-        tvmrpc_v_int(1),      tvmrpc_v_int(0),      tvmrpc_v_str(""),
+        tvmrpc_v_handle(TVMRPC_MODULE, mod),
+        tvmrpc_v_str(fname),
+        tvmrpc_v_int(1),
+        tvmrpc_v_int(0),
+        tvmrpc_v_int(number),
+        tvmrpc_v_int(repeat),
+        tvmrpc_v_int(0),
+        tvmrpc_v_int(100),
+        tvmrpc_v_int(0),
+        tvmrpc_v_int(1),
+        tvmrpc_v_int(0),
+        tvmrpc_v_str(""),
     };
     tvmrpc_value_t tf, res;
     if (tvmrpc_get_func(r->s, "runtime.RPCTimeEvaluator", &te) < 0 ||

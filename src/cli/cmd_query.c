@@ -15,9 +15,12 @@ int cmd_query(int argc, char **argv)
     const char *host = NULL, *layout_name = NULL;
     int port = 0, timeout_s = 10, as_json = 0;
     const opt_spec_t specs[] = {
-        {"host", OPT_STR, &host, "HOST", "tracker host (default $TVM_TRACKER_HOST or 127.0.0.1)", 0, 0},
-        {"port", OPT_INT, &port, "PORT", "tracker port (default $TVM_TRACKER_PORT or 9190)", 0, 65535},
-        {"layout", OPT_STR, &layout_name, "L", "v0.24 (default, left-aligned), v0.9 (right-aligned) or v0.8", 0, 0},
+        {"host", OPT_STR, &host, "HOST", "tracker host (default $TVM_TRACKER_HOST or 127.0.0.1)", 0,
+         0},
+        {"port", OPT_INT, &port, "PORT", "tracker port (default $TVM_TRACKER_PORT or 9190)", 0,
+         65535},
+        {"layout", OPT_STR, &layout_name, "L",
+         "v0.24 (default, left-aligned), v0.9 (right-aligned) or v0.8", 0, 0},
         {"json", OPT_FLAG, &as_json, NULL, "print the raw SUMMARY JSON instead of the table", 0, 0},
         {"timeout", OPT_INT, &timeout_s, "SEC", "give up after SEC seconds (default 10)", 1, 3600},
         {NULL, 0, NULL, NULL, NULL, 0, 0},

@@ -17,7 +17,8 @@ static const command_t commands[] = {
     {"tracker", cmd_tracker, "run an RPC tracker (python -m tvm.exec.rpc_tracker)"},
     {"proxy", cmd_proxy, "run an RPC proxy (python -m tvm.exec.rpc_proxy)"},
     {"server", cmd_server, "run an RPC server on this device (python -m tvm.exec.rpc_server)"},
-    {"query", cmd_query, "print a tracker's servers and queues (python -m tvm.exec.query_rpc_tracker)"},
+    {"query", cmd_query,
+     "print a tracker's servers and queues (python -m tvm.exec.query_rpc_tracker)"},
     {"call", cmd_call, "call a global function on a remote server and print the result"},
     {"run", cmd_run, "upload a compiled library to a server, load it, call (and time) a function"},
     {"ls", cmd_ls, "list the files in a server's session workspace"},
@@ -54,8 +55,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("tvmrpc %s (TVM RPC protocol %s)\n", TVMRPC_VERSION,
-               PROTOCOL_VERSION);
+        printf("tvmrpc %s (TVM RPC protocol %s)\n", TVMRPC_VERSION, PROTOCOL_VERSION);
         return 0;
     }
     for (const command_t *c = commands; c->name; c++) {

@@ -49,7 +49,7 @@ struct tvmrpc_sess {
     char err[ERR_LEN];
     char dead_why[ERR_LEN];
     buf_t out, in;
-    net_reader_t rd; /* every read of fd; a whole small reply costs one recv */
+    net_reader_t rd;     /* every read of fd; a whole small reply costs one recv */
     uint64_t max_packet; /* from GetCRTMaxPacketSize, cached once known (§4.10) */
     uint64_t fn[FN_COUNT];
     rpc_tensor_t ret_tensor;

@@ -98,7 +98,8 @@ int tc_summary(int fd, json_t **body, int timeout_ms, char *err, size_t errlen)
         return -1;
     int64_t code;
     json_t *b = json_array_get(reply, 1);
-    if (json_get_int(json_array_get(reply, 0), &code) < 0 || code != 0 || !json_is(b, JSON_OBJECT)) {
+    if (json_get_int(json_array_get(reply, 0), &code) < 0 || code != 0 ||
+        !json_is(b, JSON_OBJECT)) {
         snprintf(err, errlen, "tracker: SUMMARY failed");
         json_free(reply);
         return -1;

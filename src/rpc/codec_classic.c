@@ -182,8 +182,14 @@ static int put_payload(buf_t *out, const rpc_value_t *v)
         buf_append_u32le(out, CLASSIC_RPC_OBJECT_REF);
         return buf_append_u64le(out, v->u.h);
     case RV_DTYPE: {
-        uint8_t b[8] = {v->u.dtype.code, v->u.dtype.bits, (uint8_t)v->u.dtype.lanes,
-                        (uint8_t)(v->u.dtype.lanes >> 8), 0, 0, 0, 0};
+        uint8_t b[8] = {v->u.dtype.code,
+                        v->u.dtype.bits,
+                        (uint8_t)v->u.dtype.lanes,
+                        (uint8_t)(v->u.dtype.lanes >> 8),
+                        0,
+                        0,
+                        0,
+                        0};
         return buf_append(out, b, 8);
     }
     case RV_DEVICE:

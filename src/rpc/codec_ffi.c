@@ -128,8 +128,8 @@ static int decode_one(rd_t *r, rpc_value_t *v, rpc_tensor_t *t, char *err, size_
     }
 }
 
-static int ffi_decode(rd_t *r, rpc_value_t *vals, rpc_tensor_t *tensors, int max, int *n,
-                      char *err, size_t errlen)
+static int ffi_decode(rd_t *r, rpc_value_t *vals, rpc_tensor_t *tensors, int max, int *n, char *err,
+                      size_t errlen)
 {
     int32_t num;
     if (rd_i32(r, &num) < 0) {
@@ -177,7 +177,7 @@ static int put_arg(buf_t *out, const rpc_value_t *v)
     case RV_HANDLE:
     case RV_FUNC:
     case RV_MODULE:
-        buf_append_i32le(out, v->kind == RV_HANDLE   ? FFI_OPAQUE_PTR
+        buf_append_i32le(out, v->kind == RV_HANDLE ? FFI_OPAQUE_PTR
                               : v->kind == RV_FUNC ? FFI_FUNCTION
                                                    : FFI_MODULE);
         return buf_append_u64le(out, v->u.h);
@@ -186,8 +186,14 @@ static int put_arg(buf_t *out, const rpc_value_t *v)
         buf_append_u32le(out, FFI_RPC_OBJECT_REF);
         return buf_append_u64le(out, v->u.h);
     case RV_DTYPE: {
-        uint8_t b[8] = {v->u.dtype.code, v->u.dtype.bits, (uint8_t)v->u.dtype.lanes,
-                        (uint8_t)(v->u.dtype.lanes >> 8), 0, 0, 0, 0};
+        uint8_t b[8] = {v->u.dtype.code,
+                        v->u.dtype.bits,
+                        (uint8_t)v->u.dtype.lanes,
+                        (uint8_t)(v->u.dtype.lanes >> 8),
+                        0,
+                        0,
+                        0,
+                        0};
         buf_append_i32le(out, FFI_DTYPE);
         return buf_append(out, b, 8);
     }
@@ -276,7 +282,9 @@ static int ffi_encode_call_result(buf_t *out, const rpc_value_t *v)
     case RV_FUNC:
     case RV_MODULE:
     case RV_OBJECT:
-        type_index = v->kind == RV_FUNC ? FFI_FUNCTION : v->kind == RV_MODULE ? FFI_MODULE : FFI_OBJECT;
+        type_index = v->kind == RV_FUNC     ? FFI_FUNCTION
+                     : v->kind == RV_MODULE ? FFI_MODULE
+                                            : FFI_OBJECT;
         payload.kind = RV_HANDLE;
         break;
     case RV_TENSOR:

@@ -113,8 +113,7 @@ static char *dup_string(const json_t *v)
 }
 
 /* attrs of a tvm_op: every value a string; func_name and the three counts required. */
-static int parse_op_attrs(graph_node_t *n, const json_t *attrs, size_t id, char *err,
-                          size_t errlen)
+static int parse_op_attrs(graph_node_t *n, const json_t *attrs, size_t id, char *err, size_t errlen)
 {
     static const char *const required[] = {"func_name", "num_inputs", "num_outputs",
                                            "flatten_data"};
@@ -122,8 +121,8 @@ static int parse_op_attrs(graph_node_t *n, const json_t *attrs, size_t id, char 
         return gerr(err, errlen, "node %zu (%s): tvm_op needs an attrs object", id, n->name);
     for (size_t i = 0; i < 4; i++) {
         if (!json_is(json_object_get(attrs, required[i]), JSON_STRING))
-            return gerr(err, errlen, "node %zu (%s): invalid format: attrs.%s missing", id,
-                        n->name, required[i]);
+            return gerr(err, errlen, "node %zu (%s): invalid format: attrs.%s missing", id, n->name,
+                        required[i]);
     }
     n->func_name = dup_string(json_object_get(attrs, "func_name"));
     char *end;
@@ -172,8 +171,9 @@ static int parse_node(graph_node_t *n, const json_t *v, size_t id, char *err, si
                         i);
         /* Operators run in node order: an input must come from an earlier node. */
         if (r->node >= id)
-            return gerr(err, errlen, "node %zu (%s): input %zu refers to node %u, not an earlier one",
-                        id, n->name, i, r->node);
+            return gerr(err, errlen,
+                        "node %zu (%s): input %zu refers to node %u, not an earlier one", id,
+                        n->name, i, r->node);
     }
     return 0;
 }
@@ -436,7 +436,8 @@ int graph_read_ndarray(rd_t *r, rpc_tensor_t *t, void **data, uint64_t *nbytes, 
     if (rd_i32(r, &t->dev.type) < 0 || rd_i32(r, &t->dev.id) < 0 || rd_i32(r, &t->ndim) < 0 ||
         rd_u32(r, &dtype_raw) < 0)
         return gerr(err, errlen, "Invalid DLTensor file format: truncated header");
-    t->dtype = (rpc_dtype_t){(uint8_t)dtype_raw, (uint8_t)(dtype_raw >> 8), (uint16_t)(dtype_raw >> 16)};
+    t->dtype =
+        (rpc_dtype_t){(uint8_t)dtype_raw, (uint8_t)(dtype_raw >> 8), (uint16_t)(dtype_raw >> 16)};
     if (t->dev.type != 1)
         return gerr(err, errlen, "Invalid DLTensor file format: device type %d is not CPU",
                     t->dev.type);
@@ -498,8 +499,8 @@ int graph_read_params(graph_params_t *p, const void *blob, size_t len, int names
         goto bad;
     for (size_t i = 0; i < p->n; i++) {
         char why[160];
-        if (graph_read_ndarray(&r, &p->tensors[i], &p->data[i], &p->nbytes[i], why,
-                               sizeof(why)) < 0) {
+        if (graph_read_ndarray(&r, &p->tensors[i], &p->data[i], &p->nbytes[i], why, sizeof(why)) <
+            0) {
             gerr(err, errlen, "params %s: %s", p->names[i], why);
             graph_params_free(p);
             return -1;

@@ -1342,8 +1342,8 @@ static int blob_tree(blob_t *b, char *err, size_t errlen)
 /* Parse the len-byte blob payload at p (after its length word). *root and
  * *ctxm get new references (*ctxm may be NULL: a tree without "_lib" has no
  * context module). */
-static int blob_parse(lib_t *l, const uint8_t *p, size_t len, mod_t **root, mod_t **ctxm,
-                      char *err, size_t errlen)
+static int blob_parse(lib_t *l, const uint8_t *p, size_t len, mod_t **root, mod_t **ctxm, char *err,
+                      size_t errlen)
 {
     blob_t b = {0};
     int rc = -1;

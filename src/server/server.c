@@ -296,7 +296,8 @@ static void session_abort(srv_t *s, const char *msg)
     kill(s->worker, SIGKILL);
     const rpc_codec_t *codec = &rpc_codec_classic;
     if (*s->generation == RPC_PROTOCOL_FFI ||
-        (*s->generation == RPC_PROTOCOL_AUTO && s->cfg->session.undecided_default == RPC_PROTOCOL_FFI))
+        (*s->generation == RPC_PROTOCOL_AUTO &&
+         s->cfg->session.undecided_default == RPC_PROTOCOL_FFI))
         codec = &rpc_codec_ffi;
     buf_t b;
     buf_init(&b, 0);
@@ -376,8 +377,8 @@ static void session_start(srv_t *s, int fd, const char *ip, const char *client_k
     s->session_fd = fd;
     srv_accepting(s, 0);
     if (s->session_timeout > 0)
-        s->session_timer = ev_timer_add(s->loop, (int64_t)(s->session_timeout * 1000),
-                                        session_expired, s);
+        s->session_timer =
+            ev_timer_add(s->loop, (int64_t)(s->session_timeout * 1000), session_expired, s);
 }
 
 static void describe_status(int status, int timed_out, char *out, size_t n)
@@ -670,8 +671,7 @@ static int proxy_wait(srv_t *s, int sig_fd, int *out_fd, char *ckey, size_t ckey
     *out_fd = fd;
     return 1;
 retry:
-    log_warn("server: proxy %s:%d did not pair us (%s); retrying", s->cfg->host, s->cfg->port,
-             err);
+    log_warn("server: proxy %s:%d did not pair us (%s); retrying", s->cfg->host, s->cfg->port, err);
     close(fd);
     return 0;
 }
@@ -730,7 +730,8 @@ int server_run(const server_config_t *cfg, int sig_fd)
     s.lfd = s.tfd = s.session_fd = -1;
     peercap_init(&s.peers, cfg->max_conns_per_peer);
     s.loop = ev_create(256, EV_BACKEND_AUTO);
-    s.generation = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    s.generation =
+        mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (!s.loop || s.generation == MAP_FAILED)
         return 1;
     s.session_cfg = cfg->session;

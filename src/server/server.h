@@ -18,7 +18,7 @@ typedef struct server_config {
     int through_proxy;
     int no_fork;
     int handshake_timeout_ms;
-    const acl_t *allow; /* peers outside are refused at accept; NULL = everyone */
+    const acl_t *allow;        /* peers outside are refused at accept; NULL = everyone */
     size_t max_conns_per_peer; /* unfinished handshakes per peer address; 0 = no limit */
     session_config_t session;
 } server_config_t;

@@ -40,7 +40,7 @@ struct session {
     int fd;
     const char *peer;
     const session_config_t *cfg;
-    const rpc_codec_t *codec; /* NULL until the generation is known (§4.12) */
+    const rpc_codec_t *codec;       /* NULL until the generation is known (§4.12) */
     const rpc_codec_t *reply_codec; /* for replies while still undecided */
     int initialized;
     ws_t ws;
@@ -100,11 +100,11 @@ static int send_out(session_t *s)
 
 static int reply_exception(session_t *s, const char *msg)
 {
-    const rpc_codec_t *c = s->codec         ? s->codec
-                           : s->reply_codec ? s->reply_codec
-                                            : (s->cfg->undecided_default == RPC_PROTOCOL_FFI
-                                                   ? &rpc_codec_ffi
-                                                   : &rpc_codec_classic);
+    const rpc_codec_t *c =
+        s->codec ? s->codec
+        : s->reply_codec
+            ? s->reply_codec
+            : (s->cfg->undecided_default == RPC_PROTOCOL_FFI ? &rpc_codec_ffi : &rpc_codec_classic);
     buf_reset(&s->out);
     size_t at = rpc_packet_begin(&s->out, RPC_EXCEPTION);
     c->encode_exception(&s->out, msg, strlen(msg));
@@ -175,8 +175,8 @@ static int decode_args(session_t *s, rd_t *r)
     }
     rd_t rf = *r;
     int nf;
-    int ffi_ok = rpc_codec_ffi.decode(&rf, s->args, s->tensors, MAX_ARGS, &nf, err2,
-                                      sizeof(err2)) == 0;
+    int ffi_ok =
+        rpc_codec_ffi.decode(&rf, s->args, s->tensors, MAX_ARGS, &nf, err2, sizeof(err2)) == 0;
     rd_t rc = *r;
     int classic_ok = rpc_codec_classic.decode(&rc, s->args, s->tensors, MAX_ARGS, &s->nargs, err,
                                               sizeof(err)) == 0;
@@ -379,10 +379,10 @@ static int on_free_handle(session_t *s, rd_t *r)
 
 static const char *device_name(int type)
 {
-    static const char *const names[] = {"",       "cpu",    "cuda",   "cuda_host", "opencl",
-                                        "aocl",   "sdaccel", "vulkan", "metal",     "vpi",
-                                        "rocm",   "rocm_host", "ext_dev", "cuda_managed",
-                                        "oneapi", "webgpu", "hexagon"};
+    static const char *const names[] = {"",       "cpu",       "cuda",    "cuda_host",    "opencl",
+                                        "aocl",   "sdaccel",   "vulkan",  "metal",        "vpi",
+                                        "rocm",   "rocm_host", "ext_dev", "cuda_managed", "oneapi",
+                                        "webgpu", "hexagon"};
     return type >= 0 && type < (int)(sizeof(names) / sizeof(names[0])) ? names[type] : "unknown";
 }
 
@@ -449,7 +449,8 @@ static int on_alloc(session_t *s, int code)
     if (code == RPC_DEV_ALLOC_DATA) {
         if (s->nargs != 4 || !arg_is(s, 0, RV_DEVICE) || !arg_is(s, 1, RV_INT) ||
             !arg_is(s, 2, RV_INT) || s->args[1].u.i < 0 || s->args[2].u.i < 0)
-            return reply_exception(s, "TypeError: DevAllocData expects (device, nbytes, alignment, type_hint)");
+            return reply_exception(
+                s, "TypeError: DevAllocData expects (device, nbytes, alignment, type_hint)");
         dev = s->args[0].u.dev;
         nbytes = (uint64_t)s->args[1].u.i;
         align = (uint64_t)s->args[2].u.i;
@@ -458,8 +459,9 @@ static int on_alloc(session_t *s, int code)
             return reply_exception(s, "TypeError: DevAllocDataWithScope expects (tensor, scope)");
         const rpc_value_t *scope = &s->args[1];
         if (!(scope->kind == RV_NONE ||
-              (scope->kind == RV_STR && (scope->u.s.len == 0 ||
-                                         (scope->u.s.len == 6 && !memcmp(scope->u.s.p, "global", 6))))))
+              (scope->kind == RV_STR &&
+               (scope->u.s.len == 0 ||
+                (scope->u.s.len == 6 && !memcmp(scope->u.s.p, "global", 6))))))
             return reply_exception(s, "ValueError: CPU memory has no scope other than global");
         const rpc_tensor_t *t = s->args[0].t;
         int64_t n = rpc_tensor_nbytes(t);
@@ -595,7 +597,7 @@ static int on_copy_to(session_t *s, uint64_t body)
         return reply_exception(s, "ValueError: copy outside memory this session allocated");
     }
     if (net_reader_read(&s->rd, (void *)(uintptr_t)(t.data + t.byte_offset), (size_t)nbytes, -1,
-                      NULL, err) < 0)
+                        NULL, err) < 0)
         goto malformed;
     return reply_void(s);
 malformed:

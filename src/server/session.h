@@ -18,13 +18,13 @@ typedef enum rpc_protocol {
 } rpc_protocol_t;
 
 typedef struct session_config {
-    const char *work_dir; /* parent of per-session workspaces; NULL = $TMPDIR or /tmp */
-    const char *workspace; /* existing directory to serve in (the caller removes it), or NULL */
-    uint64_t max_packet;  /* largest packet accepted, bytes */
-    int idle_timeout_ms;  /* wait for the next packet at most this long (-1 = forever) */
-    rpc_protocol_t protocol;        /* forced generation, or AUTO */
+    const char *work_dir;    /* parent of per-session workspaces; NULL = $TMPDIR or /tmp */
+    const char *workspace;   /* existing directory to serve in (the caller removes it), or NULL */
+    uint64_t max_packet;     /* largest packet accepted, bytes */
+    int idle_timeout_ms;     /* wait for the next packet at most this long (-1 = forever) */
+    rpc_protocol_t protocol; /* forced generation, or AUTO */
     rpc_protocol_t undecided_default; /* generation used for replies nothing can decide */
-    volatile int *generation_out;   /* if set, receives the generation once known */
+    volatile int *generation_out;     /* if set, receives the generation once known */
 } session_config_t;
 
 typedef struct session session_t;

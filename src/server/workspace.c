@@ -47,8 +47,7 @@ static int inside(const char *root, const char *path)
     return strncmp(root, path, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
-int ws_resolve(const ws_t *ws, const char *name, char *out, size_t outlen, char *err,
-               size_t errlen)
+int ws_resolve(const ws_t *ws, const char *name, char *out, size_t outlen, char *err, size_t errlen)
 {
     if (name[0] == '/') {
         snprintf(err, errlen, "absolute paths are not allowed: %s", name);

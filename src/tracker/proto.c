@@ -30,9 +30,8 @@ int proto_append_frame(buf_t *out, const char *json, size_t len)
 
 const char *proto_code_name(int code)
 {
-    static const char *const names[] = {"PING",    "STOP",        "PUT",
-                                        "REQUEST", "UPDATE_INFO", "SUMMARY",
-                                        "GET_PENDING_MATCHKEYS"};
+    static const char *const names[] = {
+        "PING", "STOP", "PUT", "REQUEST", "UPDATE_INFO", "SUMMARY", "GET_PENDING_MATCHKEYS"};
     if (code == TRACKER_FAIL)
         return "FAIL";
     if (code == TRACKER_SUCCESS)

@@ -31,10 +31,10 @@ typedef struct sched_owner {
 struct sched_slot {
     sched_queue_t *queue;
     sched_owner_t *owner;
-    char *host;     /* address handed to the client */
-    json_t *port;   /* echoed exactly as the server sent it (number or string) */
-    char *matchkey; /* one-time token the server will admit */
-    sched_slot_t *prev, *next;             /* queue's free FIFO */
+    char *host;                /* address handed to the client */
+    json_t *port;              /* echoed exactly as the server sent it (number or string) */
+    char *matchkey;            /* one-time token the server will admit */
+    sched_slot_t *prev, *next; /* queue's free FIFO */
     sched_slot_t *owner_prev, *owner_next; /* owner's list */
 };
 

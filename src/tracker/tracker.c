@@ -48,9 +48,9 @@ typedef struct conn {
     buf_t in, out;
     json_t *info; /* merged UPDATE_INFO objects; NULL until the first */
     sched_owner_t owner;
-    ev_timer_t *timer; /* handshake deadline, or close linger */
-    int doomed;        /* close once the current callback returns */
-    struct conn *prev, *next;        /* live connections, accept order */
+    ev_timer_t *timer;        /* handshake deadline, or close linger */
+    int doomed;               /* close once the current callback returns */
+    struct conn *prev, *next; /* live connections, accept order */
     struct conn *doomed_next;
 } conn_t;
 
@@ -94,8 +94,8 @@ static void conn_destroy(conn_t *c)
     buf_free(&c->in);
     buf_free(&c->out);
     json_free(c->info);
-    log_debug("%s: closed connection #%llu from %s:%d", __func__, (unsigned long long)c->id,
-              c->ip, c->peer_port);
+    log_debug("%s: closed connection #%llu from %s:%d", __func__, (unsigned long long)c->id, c->ip,
+              c->peer_port);
     free(c);
 }
 
@@ -207,7 +207,8 @@ static int conn_reply_json(conn_t *c, const json_t *v)
 {
     buf_t text;
     buf_init(&text, 0);
-    int rc = json_dump(v, &text) < 0 ? -1 : conn_reply_text(c, (const char *)buf_head(&text), text.len);
+    int rc =
+        json_dump(v, &text) < 0 ? -1 : conn_reply_text(c, (const char *)buf_head(&text), text.len);
     buf_free(&text);
     return rc;
 }
@@ -367,7 +368,8 @@ static json_t *build_summary(const tracker_t *t)
     int bad = !queues || !servers || !body || !reply;
     for (const sched_queue_t *q = sched_queues(t->sched); q && !bad; q = sched_queue_next(q)) {
         json_t *row = json_new_object();
-        bad |= !row || json_object_set(row, "free", json_new_int((int64_t)sched_queue_free(q))) < 0 ||
+        bad |= !row ||
+               json_object_set(row, "free", json_new_int((int64_t)sched_queue_free(q))) < 0 ||
                json_object_set(row, "pending", json_new_int((int64_t)sched_queue_pending(q))) < 0;
         bad |= json_object_set(queues, sched_queue_key(q), row) < 0;
     }
@@ -449,7 +451,8 @@ static void conn_handle_message(conn_t *c, const char *text, size_t len)
     }
     int64_t code;
     if (!json_is(msg, JSON_ARRAY) || json_array_len(msg) < 1 ||
-        !json_is(json_array_get(msg, 0), JSON_INT) || json_get_int(json_array_get(msg, 0), &code) < 0) {
+        !json_is(json_array_get(msg, 0), JSON_INT) ||
+        json_get_int(json_array_get(msg, 0), &code) < 0) {
         conn_fail(c, "message is not a JSON list starting with a code");
         goto out;
     }
@@ -714,7 +717,8 @@ tracker_t *tracker_create(const tracker_config_t *cfg, char *err, size_t errlen)
     t->cfg = *cfg;
     t->lfd = t->sig_fd = -1;
     peercap_init(&t->peers, cfg->max_conns_per_peer);
-    sched_limits_t lim = {.max_keys = 65536, .max_slots_per_owner = 65536, .max_reqs_per_owner = 4096};
+    sched_limits_t lim = {
+        .max_keys = 65536, .max_slots_per_owner = 65536, .max_reqs_per_owner = 4096};
     t->sched = sched_create(&lim, on_grant, t);
     t->loop = ev_create(1024, EV_BACKEND_AUTO);
     if (!t->sched || !t->loop) {

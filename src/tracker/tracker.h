@@ -16,8 +16,8 @@ typedef struct tracker_config {
     size_t max_frame;         /* bytes of JSON per frame */
     size_t max_conns;
     size_t max_conns_per_peer; /* the same per peer IP address; 0 = no limit */
-    size_t max_outbuf; /* unread reply bytes before a peer is dropped */
-    const acl_t *allow; /* peers outside are refused at accept; NULL = everyone */
+    size_t max_outbuf;         /* unread reply bytes before a peer is dropped */
+    const acl_t *allow;        /* peers outside are refused at accept; NULL = everyone */
 } tracker_config_t;
 
 typedef struct tracker tracker_t;

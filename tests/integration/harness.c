@@ -106,7 +106,8 @@ int h_log_count(hproc_t *p, const char *needle)
 static int proc_exited(hproc_t *p)
 {
     int status;
-    return p->pid > 0 && waitpid(p->pid, &status, WNOHANG) == p->pid ? (p->pid = -status - 1, 1) : 0;
+    return p->pid > 0 && waitpid(p->pid, &status, WNOHANG) == p->pid ? (p->pid = -status - 1, 1)
+                                                                     : 0;
 }
 
 int h_wait_log(hproc_t *p, const char *needle, int timeout_ms)

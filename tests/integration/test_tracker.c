@@ -85,7 +85,8 @@ static void test_register_request_grant_reannounce(void **state)
                  "[0, {\"queue_info\": {\"t1\": {\"free\": 1, \"pending\": 0}}, \"server_info\": "
                  "[{\"key\": \"server:t1\", \"addr\": [\"127.0.0.1\", 9640]}]}]");
     expect_reply(srv, "[7]", "[\"t1:0.9035544610277166\"]");
-    expect_reply(cli, "[4, \"t1\", \"\", 1]", "[0, [\"127.0.0.1\", 9640, \"t1:0.9035544610277166\"]]");
+    expect_reply(cli, "[4, \"t1\", \"\", 1]",
+                 "[0, [\"127.0.0.1\", 9640, \"t1:0.9035544610277166\"]]");
     /* Handed out: no longer pending for its server. */
     expect_reply(srv, "[7]", "[]");
     /* Session over: the server re-announces with a fresh matchkey. */
@@ -96,7 +97,8 @@ static void test_register_request_grant_reannounce(void **state)
                  "[{\"key\": \"server:t1\", \"addr\": [\"127.0.0.1\", 9640]}]}]");
     close(cli);
     close(srv);
-    assert_int_equal(h_wait_until(summary_contains, "\"t1\": {\"free\": 0, \"pending\": 0}", H_TIMEOUT_MS), 0);
+    assert_int_equal(
+        h_wait_until(summary_contains, "\"t1\": {\"free\": 0, \"pending\": 0}", H_TIMEOUT_MS), 0);
 }
 
 static void test_waiting_request_served_on_put(void **state)
@@ -128,7 +130,8 @@ static void test_priority_and_arrival_order(void **state)
         c[i] = h_tracker_connect(tracker.port);
         assert_int_equal(h_tracker_send(c[i], req[i]), 0);
     }
-    assert_int_equal(h_wait_until(summary_contains, "\"t3\": {\"free\": 0, \"pending\": 4}", H_TIMEOUT_MS), 0);
+    assert_int_equal(
+        h_wait_until(summary_contains, "\"t3\": {\"free\": 0, \"pending\": 4}", H_TIMEOUT_MS), 0);
     int srv = register_server("t3", "t3:a", "9001");
     expect_recv(c[3], "[0, [\"127.0.0.1\", 9001, \"t3:a\"]]");
     expect_reply(srv, "[3, \"t3\", [9001, \"t3:b\"], null]", "0");
@@ -147,7 +150,8 @@ static void test_server_disconnect_drops_slots_at_once(void **state)
     int srv = register_server("t4", "t4:1", "9002");
     assert_int_equal(h_wait_until(summary_contains, "\"server:t4\"", H_TIMEOUT_MS), 0);
     close(srv);
-    assert_int_equal(h_wait_until(summary_contains, "\"t4\": {\"free\": 0, \"pending\": 0}", H_TIMEOUT_MS), 0);
+    assert_int_equal(
+        h_wait_until(summary_contains, "\"t4\": {\"free\": 0, \"pending\": 0}", H_TIMEOUT_MS), 0);
     char *s = summary();
     assert_null(strstr(s, "server:t4"));
     free(s);
@@ -162,10 +166,12 @@ static void test_client_disconnect_drops_request(void **state)
 {
     int gone = h_tracker_connect(tracker.port);
     assert_int_equal(h_tracker_send(gone, "[4, \"t5\", \"\", 9]"), 0);
-    assert_int_equal(h_wait_until(summary_contains, "\"t5\": {\"free\": 0, \"pending\": 1}", H_TIMEOUT_MS), 0);
+    assert_int_equal(
+        h_wait_until(summary_contains, "\"t5\": {\"free\": 0, \"pending\": 1}", H_TIMEOUT_MS), 0);
     close(gone);
     /* Unlike TVM, the departed client stops counting as pending at once... */
-    assert_int_equal(h_wait_until(summary_contains, "\"t5\": {\"free\": 0, \"pending\": 0}", H_TIMEOUT_MS), 0);
+    assert_int_equal(
+        h_wait_until(summary_contains, "\"t5\": {\"free\": 0, \"pending\": 0}", H_TIMEOUT_MS), 0);
     /* ...and no slot is wasted on it: the next client gets the first slot. */
     int srv = register_server("t5", "t5:first", "9003");
     int cli = h_tracker_connect(tracker.port);
@@ -231,7 +237,8 @@ static void test_bad_input(void **state)
     expect_text_fail_close("[4, \"k\", \"\", \"high\"]");
     expect_text_fail_close("[5, {\"key\": \"server:x\"}]");
     expect_text_fail_close("[5, [1, 2]]");
-    expect_text_fail_close("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    expect_text_fail_close(
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
 
     /* Wrong magic: closed without a reply, as TVM does. */
     int fd = -1;
@@ -361,7 +368,8 @@ static void test_port_range_search(void **state)
         lfd = net_listen_range("127.0.0.1", 0, 0, 1, &bound, err);
         assert_true(lfd >= 0);
         int next = 0;
-        int nfd = bound < 65535 ? net_listen_range("127.0.0.1", bound + 1, bound + 2, 1, &next, err) : -1;
+        int nfd =
+            bound < 65535 ? net_listen_range("127.0.0.1", bound + 1, bound + 2, 1, &next, err) : -1;
         if (nfd < 0) {
             close(lfd);
             lfd = -1;

@@ -27,7 +27,8 @@ static void test_ipv6_and_odd_prefixes(void **state)
 {
     acl_t a;
     char err[128];
-    assert_int_equal(acl_parse(&a, "::1/128,fd00::/8,172.16.0.0/12,0.0.0.0/0", err, sizeof(err)), 0);
+    assert_int_equal(acl_parse(&a, "::1/128,fd00::/8,172.16.0.0/12,0.0.0.0/0", err, sizeof(err)),
+                     0);
     assert_true(acl_allows(&a, "::1"));
     assert_true(acl_allows(&a, "fd12:3456::1"));
     assert_false(acl_allows(&a, "fe80::1"));
@@ -43,8 +44,8 @@ static void test_bad_specs(void **state)
 {
     acl_t a;
     char err[128];
-    const char *bad[] = {"", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/x", "1.2.3", "::1/129",
-                         "10.0.0.0/8,,", "host.example"};
+    const char *bad[] = {"",      "10.0.0.0/33", "10.0.0.0/",    "10.0.0.0/x",
+                         "1.2.3", "::1/129",     "10.0.0.0/8,,", "host.example"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (!bad[i][0]) {
             /* An empty list parses to "allow everyone". */

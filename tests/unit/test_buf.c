@@ -54,8 +54,8 @@ static void test_little_endian_codec(void **state)
     buf_append_i32le(&b, 0x0002F271);
     buf_append_i64le(&b, -2);
     buf_append_u8(&b, 7);
-    const uint8_t want[] = {0x71, 0xF2, 0x02, 0x00, 0xFE, 0xFF, 0xFF, 0xFF,
-                            0xFF, 0xFF, 0xFF, 0xFF, 0x07};
+    const uint8_t want[] = {0x71, 0xF2, 0x02, 0x00, 0xFE, 0xFF, 0xFF,
+                            0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x07};
     assert_memory_equal(buf_head(&b), want, sizeof(want));
     rd_t r = rd_make(buf_head(&b), b.len);
     int32_t i32;
@@ -94,10 +94,8 @@ static void test_reader_never_overreads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_consume_compact),
-        cmocka_unit_test(test_cap_is_enforced),
-        cmocka_unit_test(test_printf_and_steal),
-        cmocka_unit_test(test_little_endian_codec),
+        cmocka_unit_test(test_append_consume_compact), cmocka_unit_test(test_cap_is_enforced),
+        cmocka_unit_test(test_printf_and_steal),       cmocka_unit_test(test_little_endian_codec),
         cmocka_unit_test(test_reader_never_overreads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,7 +49,9 @@ static void test_classic_get_global_and_call(void **state)
     rpc_value_t v[8];
     rpc_tensor_t t[8];
     /* C2 payload after the code */
-    size_t n = hex("01 00 00 00 0B 00 00 00 0F 00 00 00 00 00 00 00 72 70 63 2E 74 65 73 74 2E 73 74 72 63 61 74", p);
+    size_t n = hex("01 00 00 00 0B 00 00 00 0F 00 00 00 00 00 00 00 72 70 63 2E 74 65 73 74 2E 73 "
+                   "74 72 63 61 74",
+                   p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), 1);
     assert_int_equal(v[0].kind, RV_STR);
     assert_int_equal(v[0].u.s.len, 15);
@@ -57,7 +59,9 @@ static void test_classic_get_global_and_call(void **state)
     /* The same bytes are not an ffi sequence (index 11 needs an inner index 65/66). */
     assert_int_equal(decode(&rpc_codec_ffi, p, n, v, t), -1);
     /* C3 args: "abc", 42 */
-    n = hex("02 00 00 00 0B 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 61 62 63 2A 00 00 00 00 00 00 00", p);
+    n = hex("02 00 00 00 0B 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 61 62 63 2A 00 00 00 00 "
+            "00 00 00",
+            p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), 2);
     assert_int_equal(v[1].kind, RV_INT);
     assert_int_equal(v[1].u.i, 42);
@@ -71,16 +75,21 @@ static void test_classic_results(void **state)
     s.u.s.p = "abc:42";
     s.u.s.len = 6;
     rpc_codec_classic.encode_call_result(&b, &s); /* C3 reply payload */
-    expect_bytes(&b, "02 00 00 00 00 00 00 00 0B 00 00 00 0B 00 00 00 00 00 00 00 06 00 00 00 00 00 00 00 61 62 63 3A 34 32");
+    expect_bytes(&b, "02 00 00 00 00 00 00 00 0B 00 00 00 0B 00 00 00 00 00 00 00 06 00 00 00 00 "
+                     "00 00 00 61 62 63 3A 34 32");
     buf_reset(&b);
     rpc_codec_classic.encode_void(&b); /* C1 */
     expect_bytes(&b, "01 00 00 00 04 00 00 00");
     buf_reset(&b);
     rpc_codec_classic.encode_exception(&b, "ValueError: boom", 16); /* C4 */
-    expect_bytes(&b, "01 00 00 00 0B 00 00 00 10 00 00 00 00 00 00 00 56 61 6C 75 65 45 72 72 6F 72 3A 20 62 6F 6F 6D");
+    expect_bytes(&b, "01 00 00 00 0B 00 00 00 10 00 00 00 00 00 00 00 56 61 6C 75 65 45 72 72 6F "
+                     "72 3A 20 62 6F 6F 6D");
     buf_reset(&b);
-    rpc_tensor_t t = {.data = 0x00007F0000002000ULL, .dev = {1, 0}, .ndim = 1,
-                      .dtype = {2, 32, 1}, .shape = {10}};
+    rpc_tensor_t t = {.data = 0x00007F0000002000ULL,
+                      .dev = {1, 0},
+                      .ndim = 1,
+                      .dtype = {2, 32, 1},
+                      .shape = {10}};
     rpc_value_t nd = {.kind = RV_NDARRAY, .t = &t};
     nd.u.h = 0x00007F0000004000ULL;
     rpc_codec_classic.encode_call_result(&b, &nd); /* C8 */
@@ -104,7 +113,9 @@ static void test_ffi_examples(void **state)
     rpc_value_t v[8];
     rpc_tensor_t t[8];
     /* F3 args */
-    size_t n = hex("02 00 00 00 08 00 00 00 03 00 00 00 00 00 00 00 61 62 63 01 00 00 00 2A 00 00 00 00 00 00 00", p);
+    size_t n = hex("02 00 00 00 08 00 00 00 03 00 00 00 00 00 00 00 61 62 63 01 00 00 00 2A 00 00 "
+                   "00 00 00 00 00",
+                   p);
     assert_int_equal(decode(&rpc_codec_ffi, p, n, v, t), 2);
     assert_int_equal(v[0].kind, RV_STR);
     assert_int_equal(v[1].u.i, 42);
@@ -115,13 +126,15 @@ static void test_ffi_examples(void **state)
     s.u.s.p = "abc:42";
     s.u.s.len = 6;
     rpc_codec_ffi.encode_call_result(&b, &s); /* F3 reply: SmallStr 11 */
-    expect_bytes(&b, "02 00 00 00 01 00 00 00 0B 00 00 00 00 00 00 00 08 00 00 00 06 00 00 00 00 00 00 00 61 62 63 3A 34 32");
+    expect_bytes(&b, "02 00 00 00 01 00 00 00 0B 00 00 00 00 00 00 00 08 00 00 00 06 00 00 00 00 "
+                     "00 00 00 61 62 63 3A 34 32");
     buf_reset(&b);
     rpc_codec_ffi.encode_void(&b); /* F1 */
     expect_bytes(&b, "01 00 00 00 00 00 00 00");
     buf_reset(&b);
     rpc_codec_ffi.encode_exception(&b, "ValueError: boom", 16); /* F4 */
-    expect_bytes(&b, "01 00 00 00 08 00 00 00 10 00 00 00 00 00 00 00 56 61 6C 75 65 45 72 72 6F 72 3A 20 62 6F 6F 6D");
+    expect_bytes(&b, "01 00 00 00 08 00 00 00 10 00 00 00 00 00 00 00 56 61 6C 75 65 45 72 72 6F "
+                     "72 3A 20 62 6F 6F 6D");
     buf_free(&b);
     /* A v0.22+ Bytes object argument: outer 66, inner 66. */
     n = hex("01 00 00 00 42 00 00 00 42 00 00 00 02 00 00 00 00 00 00 00 68 69", p);
@@ -139,21 +152,26 @@ static void test_generation_fingerprints(void **state)
     rpc_value_t v[8];
     rpc_tensor_t t[8];
     /* C5a kDevAllocDataWithScope classic */
-    size_t n = hex("02 00 00 00 07 00 00 00 04 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00"
-                   " 01 00 00 00 02 20 01 00 04 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", p);
+    size_t n =
+        hex("02 00 00 00 07 00 00 00 04 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00"
+            " 01 00 00 00 02 20 01 00 04 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
+            p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), 2);
     assert_int_equal(v[0].t->shape[0], 4);
     assert_int_equal(decode(&rpc_codec_ffi, p, n, v, t), -1);
     /* C9 kDevGetAttr(cuda, kExist) classic */
-    n = hex("02 00 00 00 06 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", p);
+    n = hex("02 00 00 00 06 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
+            p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), 2);
     assert_int_equal(decode(&rpc_codec_ffi, p, n, v, t), -1);
     /* C5d kDevStreamSync classic */
-    n = hex("02 00 00 00 06 00 00 00 03 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", p);
+    n = hex("02 00 00 00 06 00 00 00 03 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
+            p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), 2);
     assert_int_equal(decode(&rpc_codec_ffi, p, n, v, t), -1);
     /* C7 kFreeHandle classic vs its ffi form */
-    n = hex("02 00 00 00 03 00 00 00 00 00 00 00 00 10 00 00 00 7F 00 00 0A 00 00 00 00 00 00 00", p);
+    n = hex("02 00 00 00 03 00 00 00 00 00 00 00 00 10 00 00 00 7F 00 00 0A 00 00 00 00 00 00 00",
+            p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), 2);
     assert_int_equal(decode(&rpc_codec_ffi, p, n, v, t), -1);
     n = hex("01 00 00 00 04 00 00 00 00 10 00 00 00 7F 00 00", p);
@@ -168,7 +186,9 @@ static void test_generation_fingerprints(void **state)
 static void test_truncation_never_overreads(void **state)
 {
     uint8_t p[128];
-    size_t n = hex("02 00 00 00 0B 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 61 62 63 2A 00 00 00 00 00 00 00", p);
+    size_t n = hex("02 00 00 00 0B 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 61 62 63 2A 00 00 "
+                   "00 00 00 00 00",
+                   p);
     rpc_value_t v[8];
     rpc_tensor_t t[8];
     for (size_t k = 0; k < n; k++) {
@@ -182,7 +202,9 @@ static void test_truncation_never_overreads(void **state)
     n = hex("01 00 00 00 0B 00 00 00 FF FF FF FF FF FF FF 7F 61", p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), -1);
     /* ndim beyond the cap. */
-    n = hex("01 00 00 00 07 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 FF 00 00 00 02 20 01 00", p);
+    n = hex("01 00 00 00 07 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 FF 00 00 00 "
+            "02 20 01 00",
+            p);
     assert_int_equal(decode(&rpc_codec_classic, p, n, v, t), -1);
 }
 

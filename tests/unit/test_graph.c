@@ -11,8 +11,10 @@
 /* RUNTIME.md §3.1's minimal example. */
 static const char *minimal =
     "{\"nodes\":[{\"op\":\"null\",\"name\":\"x\",\"inputs\":[]},{\"op\":\"null\",\"name\":\"p0\","
-    "\"inputs\":[]},{\"op\":\"tvm_op\",\"name\":\"tvmgen_default_fused_add\",\"attrs\":{\"func_name\":"
-    "\"tvmgen_default_fused_add\",\"num_inputs\":\"2\",\"num_outputs\":\"1\",\"flatten_data\":\"0\"},"
+    "\"inputs\":[]},{\"op\":\"tvm_op\",\"name\":\"tvmgen_default_fused_add\",\"attrs\":{\"func_"
+    "name\":"
+    "\"tvmgen_default_fused_add\",\"num_inputs\":\"2\",\"num_outputs\":\"1\",\"flatten_data\":"
+    "\"0\"},"
     "\"inputs\":[[0,0,0],[1,0,0]]}],\"arg_nodes\":[0,1],\"heads\":[[2,0,0]],\"attrs\":{\"dltype\":"
     "[\"list_str\",[\"float32\",\"float32\",\"float32\"]],\"storage_id\":[\"list_int\",[0,1,2]],"
     "\"shape\":[\"list_shape\",[[1,4],[1,4],[1,4]]]},\"node_row_ptr\":[0,1,2,3]}";
@@ -72,7 +74,8 @@ static void test_errors_name_the_culprit(void **state)
     expect_error("[[1,4],[1,4],[1,4]]", "[[1,4],[1,-4],[1,4]]", "entry 1");
     expect_error("\"arg_nodes\":[0,1]", "\"arg_nodes\":[0,2]", "arg_nodes[1]");
     expect_error("\"arg_nodes\"", "\"bogus\":1,\"arg_nodes\"", "key bogus is not supported");
-    expect_error("\"storage_id\":[\"list_int\"", "\"x\":[\"list_str\",[]],\"storage_id\":[\"list_int\"",
+    expect_error("\"storage_id\":[\"list_int\"",
+                 "\"x\":[\"list_str\",[]],\"storage_id\":[\"list_int\"",
                  "cannot skip graph attr x");
     expect_error("{\"nodes\"", "[", "graph JSON");
 }
@@ -82,7 +85,8 @@ static void test_storage_sharing_and_metadata(void **state)
     /* Entries 0 and 2 share storage id 0: the slot is as big as the larger. */
     char *shared = replace(minimal, "[0,1,2]]", "[0,1,0]]");
     char *bigger = replace(shared, "[[1,4],[1,4],[1,4]]", "[[1,4],[1,4],[2,4]]");
-    char *withmeta = replace(bigger, "\"node_row_ptr\"", "\"metadata\":{},\"ignored\":1,\"node_row_ptr\"");
+    char *withmeta =
+        replace(bigger, "\"node_row_ptr\"", "\"metadata\":{},\"ignored\":1,\"node_row_ptr\"");
     graph_t g;
     char err[256];
     assert_int_equal(graph_parse(&g, bigger, strlen(bigger), err, sizeof(err)), 0);

@@ -1,7 +1,6 @@
-/* net: keepalive on every socket; net_reader, the read-ahead buffer the server session and the client read
- * packets through. Whatever way the bytes are split on the wire, the reads
- * must return exactly the stream, and EOF/timeouts must be reported as
- * net_read_full reports them. */
+/* net: keepalive on every socket; net_reader, the read-ahead buffer the server session and the
+ * client read packets through. Whatever way the bytes are split on the wire, the reads must return
+ * exactly the stream, and EOF/timeouts must be reported as net_read_full reports them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -45,12 +45,13 @@ static void test_two_frames_back_to_back(void **state)
     const char *json;
     size_t jl, used;
     char err[64];
-    assert_int_equal(proto_parse_frame(buf_head(&b), b.len, 100, &json, &jl, &used, err, 64), PROTO_OK);
+    assert_int_equal(proto_parse_frame(buf_head(&b), b.len, 100, &json, &jl, &used, err, 64),
+                     PROTO_OK);
     assert_int_equal(used, 7);
     assert_memory_equal(json, "[6]", 3);
-    assert_int_equal(proto_parse_frame(buf_head(&b) + used, b.len - used, 100, &json, &jl, &used,
-                                       err, 64),
-                     PROTO_OK);
+    assert_int_equal(
+        proto_parse_frame(buf_head(&b) + used, b.len - used, 100, &json, &jl, &used, err, 64),
+        PROTO_OK);
     assert_memory_equal(json, "[7]", 3);
     buf_free(&b);
 }
