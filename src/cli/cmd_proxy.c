@@ -44,7 +44,7 @@ int cmd_proxy(int argc, char **argv)
     double t_handshake = cfg.handshake_timeout_ms / 1000.0;
     int silent = 0, no_splice = 0, max_conns = (int)cfg.max_conns;
     int max_per_peer = (int)cfg.max_conns_per_peer;
-    int relay_kib = 0;
+    int relay_kib = 0, busy_poll_us = cfg.relay.busy_poll_us;
     const char *example_rpc = NULL, *level = NULL, *allow = NULL;
     const opt_spec_t specs[] = {
         {"host", OPT_STR, &cfg.host, "HOST", "address to bind (default 127.0.0.1)", 0, 0},
@@ -79,6 +79,10 @@ int cmd_proxy(int argc, char **argv)
          "bytes queued per direction before the sender is paused (default 1024 with splice, "
          "256 when copying)",
          4, 1048576},
+        {"busy-poll-us", OPT_INT, &busy_poll_us, "US",
+         "after relaying a small message, poll this long for the answer instead of sleeping; "
+         "0 = off (default 50)",
+         0, 10000},
         {"no-splice", OPT_FLAG, &no_splice, NULL,
          "relay by copying through user space instead of splice(2)", 0, 0},
         {"silent", OPT_FLAG, &silent, NULL, "log only warnings and errors", 0, 0},
@@ -132,6 +136,7 @@ int cmd_proxy(int argc, char **argv)
     if (relay_kib)
         cfg.relay.high_water = cfg.relay.pipe_size = (size_t)relay_kib * 1024;
     cfg.relay.splice = !no_splice;
+    cfg.relay.busy_poll_us = busy_poll_us;
     if (cfg.tracker && !*cfg.tracker)
         cfg.tracker = NULL;
     raise_fd_limit();

@@ -26,6 +26,7 @@
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,8 @@ struct proxy {
     proxy_config_t cfg;
     ev_loop_t *loop;
     int lfd, port, wfd, web_port, sig_fd;
+    int running;                 /* proxy_run loops until a signal clears it */
+    int64_t poll_until_ns;       /* relays' busy-poll deadline (relay_poll_timeout_ms) */
     ev_timer_t *accept_timer[2]; /* [ws]: accepting paused, out of descriptors */
     uint64_t next_id;
     size_t nconns;
@@ -1158,9 +1161,11 @@ static void proxy_on_web_accept(ev_loop_t *loop, int fd, void *data, int mask)
 
 static void proxy_on_signal(ev_loop_t *loop, int fd, void *data, int mask)
 {
+    proxy_t *p = data;
     int signo;
     while ((signo = sig_pipe_read(fd)) > 0) {
         log_info("proxy: caught signal %d, shutting down", signo);
+        p->running = 0;
         ev_stop(loop);
     }
 }
@@ -1229,6 +1234,7 @@ proxy_t *proxy_create(const proxy_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     p->cfg = *cfg;
+    p->cfg.relay.poll_until_ns = &p->poll_until_ns;
     p->lfd = p->wfd = p->sig_fd = -1;
     peercap_init(&p->peers, cfg->max_conns_per_peer);
     p->loop = ev_create(1024, EV_BACKEND_AUTO);
@@ -1277,7 +1283,19 @@ int proxy_run(proxy_t *p, int sig_fd)
                  p->web_port);
     if (p->trk)
         log_info("proxy: registering servers with tracker %s:%d", p->trk_host, p->trk_port);
-    return ev_run(p->loop);
+    p->running = 1;
+    while (p->running) {
+        int timeout = relay_poll_timeout_ms(p->poll_until_ns);
+        int ran = ev_run_once(p->loop, timeout);
+        if (ran < 0)
+            return -1;
+        /* Polling found nothing: let the peers we wait for have the CPU
+         * first when they share it with us (the machine may have fewer
+         * cores than busy processes). */
+        if (timeout == 0 && ran == 0)
+            sched_yield();
+    }
+    return 0;
 }
 
 void proxy_free(proxy_t *p)

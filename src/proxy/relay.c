@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -30,6 +31,7 @@
 
 #define RELAY_CHUNK 65536
 #define RELAY_READS_PER_EVENT 16 /* fairness: other pairs get a turn */
+#define RELAY_POLL_MAX_MSG 16384 /* reads up to this size start a busy-poll window */
 
 typedef struct rend {
     struct relay *r;
@@ -62,6 +64,13 @@ struct relay {
 /* splice(2) turned out unsupported for sockets here: do not try again. */
 static int splice_broken;
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void end_on_io(ev_loop_t *loop, int fd, void *data, int mask);
 static void relay_settle(relay_t *r);
 
@@ -75,6 +84,21 @@ static size_t pending(const rend_t *e)
     return e->out.len + e->piped;
 }
 
+/* A small message was relayed: keep the loop polling for the answer a
+ * little while (see relay_poll_timeout_ms). Not after bulk reads: a stream
+ * keeps the proxy busy anyway, and polling between its chunks would only
+ * take CPU from the sender and the receiver. */
+static void relay_note_activity(relay_t *r, size_t n)
+{
+    if (n <= RELAY_POLL_MAX_MSG && r->cfg.busy_poll_us > 0 && r->cfg.poll_until_ns)
+        *r->cfg.poll_until_ns = mono_ns() + (int64_t)r->cfg.busy_poll_us * 1000;
+}
+
+int relay_poll_timeout_ms(int64_t poll_until_ns)
+{
+    return poll_until_ns && mono_ns() < poll_until_ns ? 0 : -1;
+}
+
 void relay_config_defaults(relay_config_t *cfg)
 {
     cfg->high_water = 256 * 1024;
@@ -83,6 +107,10 @@ void relay_config_defaults(relay_config_t *cfg)
     cfg->pipe_size = 1024 * 1024;
     cfg->splice = 1;
     cfg->linger_ms = 30000;
+    /* As net.core.busy_poll's usual 50 us: covers the peer's wake-up and a
+     * short answer, so a request/reply exchange finds the proxy awake. */
+    cfg->busy_poll_us = 50;
+    cfg->poll_until_ns = NULL;
 }
 
 /* ---- closing ----------------------------------------------------------------- */
@@ -296,11 +324,17 @@ static ssize_t read_copy(rend_t *e, rend_t *o)
     return rc ? -2 : n;
 }
 
+/* Splice mode: bytes the pipe toward o can still take. */
+static size_t splice_room(const rend_t *o)
+{
+    return o->pipe_cap > o->piped ? o->pipe_cap - o->piped : 0;
+}
+
 #ifdef __linux__
 /* Splice mode: socket -> the pipe toward o. Same returns as read_copy. */
 static ssize_t read_splice(rend_t *e, rend_t *o)
 {
-    size_t room = o->pipe_cap > o->piped ? o->pipe_cap - o->piped : 0;
+    size_t room = splice_room(o);
     ssize_t n = splice(e->fd, NULL, o->pipe[1], NULL, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
         o->piped += (size_t)n;
@@ -332,6 +366,7 @@ static void end_read(rend_t *e)
         if (r->closing || e->fd < 0 || o->fd < 0 || pending(o) >= r->cfg.high_water || o->stalled)
             return;
         ssize_t n;
+        size_t last_want = r->splice ? splice_room(o) : read_room(o);
 #ifdef __linux__
         n = r->splice ? read_splice(e, o) : read_copy(e, o);
         if (n < 0 && r->splice && (errno == EINVAL || errno == ENOSYS) && e->rx == 0 &&
@@ -344,7 +379,14 @@ static void end_read(rend_t *e)
 #endif
         if (n > 0) {
             r->progress_ms = ev_now_ms();
+            relay_note_activity(r, (size_t)n);
             end_flush(o);
+            /* A short read emptied the socket: the next read would only
+             * return EAGAIN. Readiness is level-triggered, so bytes that
+             * arrive meanwhile are reported again; this saves one of four
+             * system calls per relayed message. */
+            if ((size_t)n < last_want)
+                return;
             continue;
         }
         if (n == 0) {
