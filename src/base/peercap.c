@@ -41,7 +41,7 @@ static int key_of(const struct sockaddr_storage *ss, uint8_t key[16])
     return -1;
 }
 
-static int sockaddr_of_ip(const char *ip, struct sockaddr_storage *ss)
+int peercap_parse_ip(const char *ip, struct sockaddr_storage *ss)
 {
     memset(ss, 0, sizeof(*ss));
     struct sockaddr_in *sin = (struct sockaddr_in *)ss;
@@ -210,12 +210,12 @@ size_t peercap_count(const peercap_t *pc, const struct sockaddr_storage *ss)
 int peercap_take_ip(peercap_t *pc, const char *ip)
 {
     struct sockaddr_storage ss;
-    return sockaddr_of_ip(ip, &ss) < 0 ? 0 : peercap_take(pc, &ss);
+    return peercap_parse_ip(ip, &ss) < 0 ? 0 : peercap_take(pc, &ss);
 }
 
 void peercap_release_ip(peercap_t *pc, const char *ip)
 {
     struct sockaddr_storage ss;
-    if (sockaddr_of_ip(ip, &ss) == 0)
+    if (peercap_parse_ip(ip, &ss) == 0)
         peercap_release(pc, &ss);
 }

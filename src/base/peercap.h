@@ -46,5 +46,8 @@ size_t peercap_count(const peercap_t *pc, const struct sockaddr_storage *ss);
  * reports it); text that is no address is not counted and always allowed. */
 int peercap_take_ip(peercap_t *pc, const char *ip);
 void peercap_release_ip(peercap_t *pc, const char *ip);
+/* The address in text form as a sockaddr; -1 (ss zeroed, so never counted)
+ * for text that is no IPv4 or IPv6 address. */
+int peercap_parse_ip(const char *ip, struct sockaddr_storage *ss);
 
 #endif

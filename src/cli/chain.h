@@ -5,7 +5,7 @@
  *     tvmrpc put in.bin + run model.so main + get out.bin
  * A server's workspace lives only as long as its session, so a file put by
  * one tvmrpc command is gone for the next; steps of one chain share it.
- * Every verb's cmd_* entry point is chain_main. */
+ * main.c dispatches every verb to chain_main. */
 #ifndef TVMRPC_CLI_CHAIN_H
 #define TVMRPC_CLI_CHAIN_H
 

@@ -110,11 +110,6 @@ const verb_t verb_call = {
     call_exec,
 };
 
-int cmd_call(int argc, char **argv)
-{
-    return chain_main(argc, argv);
-}
-
 /* ---- run ------------------------------------------------------------------- */
 
 typedef struct run_ctx {
@@ -335,8 +330,3 @@ const verb_t verb_run = {
     run_check,
     run_exec,
 };
-
-int cmd_run(int argc, char **argv)
-{
-    return chain_main(argc, argv);
-}

@@ -189,11 +189,6 @@ const verb_t verb_ls = {
     ls_exec,
 };
 
-int cmd_ls(int argc, char **argv)
-{
-    return chain_main(argc, argv);
-}
-
 /* ---- put ----------------------------------------------------------------------- */
 
 static int put_specs(step_t *st, opt_spec_t *out)
@@ -284,11 +279,6 @@ const verb_t verb_put = {
     put_check,
     put_exec,
 };
-
-int cmd_put(int argc, char **argv)
-{
-    return chain_main(argc, argv);
-}
 
 /* ---- get ----------------------------------------------------------------------- */
 
@@ -447,11 +437,6 @@ const verb_t verb_get = {
     get_exec,
 };
 
-int cmd_get(int argc, char **argv)
-{
-    return chain_main(argc, argv);
-}
-
 /* ---- rm ------------------------------------------------------------------------ */
 
 static int rm_check(step_t *st, char *err, size_t errlen)
@@ -484,8 +469,3 @@ const verb_t verb_rm = {
     rm_check,
     rm_exec,
 };
-
-int cmd_rm(int argc, char **argv)
-{
-    return chain_main(argc, argv);
-}

@@ -7,12 +7,8 @@ int cmd_tracker(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_server(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
-int cmd_call(int argc, char **argv);
-int cmd_run(int argc, char **argv);
-int cmd_ls(int argc, char **argv);
-int cmd_put(int argc, char **argv);
-int cmd_get(int argc, char **argv);
-int cmd_rm(int argc, char **argv);
+/* call, run, ls, put, get, rm: chain_main (cli/chain.h), one entry for all
+ * the client verbs, since any of them may start a "+" chain. */
 int cmd_bench(int argc, char **argv);
 
 #define EXIT_USAGE 2

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/chain.h"
 #include "cli/commands.h"
 
 #define PROTOCOL_VERSION "0.8.0"
@@ -19,12 +20,13 @@ static const command_t commands[] = {
     {"server", cmd_server, "run an RPC server on this device (python -m tvm.exec.rpc_server)"},
     {"query", cmd_query,
      "print a tracker's servers and queues (python -m tvm.exec.query_rpc_tracker)"},
-    {"call", cmd_call, "call a global function on a remote server and print the result"},
-    {"run", cmd_run, "upload a compiled library to a server, load it, call (and time) a function"},
-    {"ls", cmd_ls, "list the files in a server's session workspace"},
-    {"put", cmd_put, "upload local files into a server's session workspace"},
-    {"get", cmd_get, "download files from a server's session workspace"},
-    {"rm", cmd_rm, "remove files from a server's session workspace"},
+    {"call", chain_main, "call a global function on a remote server and print the result"},
+    {"run", chain_main,
+     "upload a compiled library to a server, load it, call (and time) a function"},
+    {"ls", chain_main, "list the files in a server's session workspace"},
+    {"put", chain_main, "upload local files into a server's session workspace"},
+    {"get", chain_main, "download files from a server's session workspace"},
+    {"rm", chain_main, "remove files from a server's session workspace"},
     {"bench", cmd_bench, "measure a server, proxy and tracker against raw loopback TCP"},
     {NULL, NULL, NULL},
 };

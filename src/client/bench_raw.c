@@ -104,7 +104,9 @@ static void reap(void)
         ;
 }
 
-static void peer_main(int lfd, pid_t parent)
+/* The accept loop of a peer or relay process: one child per connection, as
+ * the RPC server runs one per session. conn(fd, arg) never returns. */
+static void serve_main(int lfd, pid_t parent, void (*conn)(int fd, int arg), int arg)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
@@ -122,18 +124,23 @@ static void peer_main(int lfd, pid_t parent)
                 continue;
             _exit(1);
         }
-        /* One process per connection, as the RPC server runs one per session. */
         pid_t pid = fork();
         if (pid == 0) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != me)
                 _exit(1);
             close(lfd);
-            nodelay(fd);
-            peer_conn(fd);
+            conn(fd, arg);
         }
         close(fd);
     }
+}
+
+static void peer_child(int fd, int unused)
+{
+    (void)unused;
+    nodelay(fd);
+    peer_conn(fd);
 }
 
 static int listen_any(int *port, char *err, size_t errlen)
@@ -164,7 +171,7 @@ int bench_raw_start(bench_raw_t *r, char *err, size_t errlen)
         return fail(err, errlen, "fork: %s", strerror(errno));
     }
     if (pid == 0)
-        peer_main(fd, parent);
+        serve_main(fd, parent, peer_child, 0);
     close(fd);
     r->pid = pid;
     return 0;
@@ -275,36 +282,6 @@ static void relay_conn(int cfd, int peer_port)
     _exit(0);
 }
 
-static void relay_main(int lfd, pid_t parent, int peer_port)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    pid_t me = getpid();
-    for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        reap();
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            _exit(1);
-        }
-        pid_t pid = fork();
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != me)
-                _exit(1);
-            close(lfd);
-            relay_conn(fd, peer_port);
-        }
-        close(fd);
-    }
-}
-
 int bench_raw_relay_start(const bench_raw_t *peer, bench_raw_t *relay, char *err, size_t errlen)
 {
     int fd = listen_any(&relay->port, err, errlen);
@@ -317,7 +294,7 @@ int bench_raw_relay_start(const bench_raw_t *peer, bench_raw_t *relay, char *err
         return fail(err, errlen, "fork: %s", strerror(errno));
     }
     if (pid == 0)
-        relay_main(fd, parent, peer->port);
+        serve_main(fd, parent, relay_conn, peer->port);
     close(fd);
     relay->pid = pid;
     return 0;

@@ -230,19 +230,27 @@ static int send_out(tvmrpc_sess_t *s)
     return send_iov(s, &iov, 1);
 }
 
-/* Wait for kReturn (body in s->in); kException becomes the error. */
-static int recv_return(tvmrpc_sess_t *s)
+/* Wait for the header of kReturn (its body length in *body); kException
+ * becomes the error. */
+static int recv_return_header(tvmrpc_sess_t *s, uint64_t *body)
 {
     int32_t code;
-    uint64_t body;
-    int rc = recv_header(s, &code, &body);
+    int rc = recv_header(s, &code, body);
     if (rc < 0)
         return rc;
     if (code == RPC_EXCEPTION)
-        return remote_error(s, body, 0);
+        return remote_error(s, *body, 0);
     if (code != RPC_RETURN)
         return fail(s, TVMRPC_ERR_PROTOCOL, "expected a reply, got packet code %d", code);
-    return recv_body(s, body);
+    return TVMRPC_OK;
+}
+
+/* Wait for kReturn (body in s->in). */
+static int recv_return(tvmrpc_sess_t *s)
+{
+    uint64_t body;
+    int rc = recv_return_header(s, &body);
+    return rc < 0 ? rc : recv_body(s, body);
 }
 
 /* Decode the reply sequence. While the generation is unknown the session
@@ -1059,15 +1067,10 @@ static int send_out_progress(tvmrpc_sess_t *s, tvmrpc_progress_fn cb, void *user
 /* recv_return, reading the body one slice at a time. */
 static int recv_return_progress(tvmrpc_sess_t *s, tvmrpc_progress_fn cb, void *user)
 {
-    int32_t code;
     uint64_t body;
-    int rc = recv_header(s, &code, &body);
+    int rc = recv_return_header(s, &body);
     if (rc < 0)
         return rc;
-    if (code == RPC_EXCEPTION)
-        return remote_error(s, body, 0);
-    if (code != RPC_RETURN)
-        return fail(s, TVMRPC_ERR_PROTOCOL, "expected a reply, got packet code %d", code);
     buf_reset(&s->in);
     uint8_t *p = body < SIZE_MAX ? buf_tail(&s->in, (size_t)body + 1) : NULL;
     if (!p)

@@ -40,6 +40,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/listener.h"
 #include "base/peercap.h"
 #include "base/sig.h"
 #include "proxy/ptrk.h"
@@ -117,9 +118,10 @@ struct proxy {
     proxy_config_t cfg;
     ev_loop_t *loop;
     int lfd, port, wfd, web_port, sig_fd;
-    int running;                 /* proxy_run loops until a signal clears it */
-    int64_t poll_until_ns;       /* relays' busy-poll deadline (relay_poll_timeout_ms) */
-    ev_timer_t *accept_timer[2]; /* [ws]: accepting paused, out of descriptors */
+    int running;           /* proxy_run loops until a signal clears it */
+    int64_t poll_until_ns; /* relays' busy-poll deadline (relay_poll_timeout_ms) */
+    listener_t lis[2];     /* [ws]: the TCP and the web port */
+    char peer_full[96];    /* the --max-conns-per-peer refusal, with the cap */
     uint64_t next_id;
     size_t nconns;
     pconn_t *first;
@@ -1065,98 +1067,44 @@ static void pc_create(proxy_t *p, int fd, const char *ip, int port, int ws,
     }
 }
 
-static void proxy_on_accept(ev_loop_t *loop, int fd, void *data, int mask);
-static void proxy_on_web_accept(ev_loop_t *loop, int fd, void *data, int mask);
-
-static int64_t proxy_accept_resume(ev_loop_t *loop, ev_timer_t *t, void *data)
+static int proxy_on_conn(void *data, int fd, const char *ip, int port,
+                         const struct sockaddr_storage *addr)
 {
-    proxy_t *p = data;
-    int ws = t == p->accept_timer[1];
-    p->accept_timer[ws] = NULL;
-    ev_add(loop, ws ? p->wfd : p->lfd, EV_READ, ws ? proxy_on_web_accept : proxy_on_accept, p);
-    return EV_NOMORE;
-}
-
-/* The listener stays readable while accept fails for want of descriptors:
- * stop watching it for a while instead of spinning and flooding the log. */
-static void proxy_accept_pause(proxy_t *p, int lfd, int ws, const char *err)
-{
-    ev_del(p->loop, lfd, EV_READ);
-    if (p->accept_timer[ws])
-        return;
-    log_warn("proxy: %s; not accepting for %d ms", err, NET_ACCEPT_PAUSE_MS);
-    p->accept_timer[ws] = ev_timer_add(p->loop, NET_ACCEPT_PAUSE_MS, proxy_accept_resume, p);
-}
-
-/* May this peer have one more connection? --allow first, as the tracker and
- * server do, then the overall and the per-address caps. 0 with the peer
- * counted in p->peers (addr filled in), or -1 after a log line. */
-static int proxy_admit(proxy_t *p, int fd, const char *ip, int port, int ws,
-                       struct sockaddr_storage *addr)
-{
-    const char *port_name = ws ? "web " : "";
-    if (!acl_allows(p->cfg.allow, ip)) {
-        log_warn("proxy: %s%s:%d: not in --allow; refusing", port_name, ip, port);
-        return -1;
-    }
-    if (p->nconns + 2 * p->npairs >= p->cfg.max_conns) {
-        log_warn("proxy: %s%s:%d: connection limit %zu reached; refusing", port_name, ip, port,
-                 p->cfg.max_conns);
-        return -1;
-    }
-    memset(addr, 0, sizeof(*addr));
-    socklen_t len = sizeof(*addr);
-    if (p->cfg.max_conns_per_peer && getpeername(fd, (struct sockaddr *)addr, &len) < 0) {
-        log_info("proxy: %s%s:%d: gone before it was accepted (%s)", port_name, ip, port,
-                 strerror(errno));
-        return -1;
-    }
-    int rc = peercap_take(&p->peers, addr);
-    if (rc == PEERCAP_FULL) {
-        log_warn("proxy: %s%s:%d: %zu connections from this address already "
-                 "(--max-conns-per-peer); refusing",
-                 port_name, ip, port, p->cfg.max_conns_per_peer);
-        return -1;
-    }
-    if (rc < 0) {
-        log_error("%s: %s:%d: out of memory counting connections; refusing", __func__, ip, port);
-        return -1;
-    }
+    pc_create(data, fd, ip, port, 0, addr);
     return 0;
 }
 
-static void proxy_accept(proxy_t *p, int lfd, int ws)
+static int proxy_on_web_conn(void *data, int fd, const char *ip, int port,
+                             const struct sockaddr_storage *addr)
 {
-    for (int i = 0; i < 256; i++) {
-        char ip[NET_IP_LEN], err[NET_ERR_LEN] = "";
-        int port = 0;
-        int fd = net_accept(lfd, ip, sizeof(ip), &port, err);
-        if (fd == NET_ACCEPT_BUSY) {
-            proxy_accept_pause(p, lfd, ws, err);
-            return;
-        }
-        if (fd < 0) {
-            if (err[0])
-                log_warn("proxy: %s", err);
-            return;
-        }
-        struct sockaddr_storage addr;
-        if (proxy_admit(p, fd, ip, port, ws, &addr) < 0) {
-            close(fd);
-            continue;
-        }
-        pc_create(p, fd, ip, port, ws, &addr);
-    }
+    pc_create(data, fd, ip, port, 1, addr);
+    return 0;
 }
 
-static void proxy_on_accept(ev_loop_t *loop, int fd, void *data, int mask)
+/* A pair holds two sockets: both count against --max-conns. */
+static size_t proxy_count(void *data)
 {
-    proxy_accept(data, fd, 0);
+    const proxy_t *p = data;
+    return p->nconns + 2 * p->npairs;
 }
 
-static void proxy_on_web_accept(ev_loop_t *loop, int fd, void *data, int mask)
+/* Watch lfd for port ws; both ports share --allow and the caps. */
+static int proxy_listen(proxy_t *p, int ws, int lfd)
 {
-    proxy_accept(data, fd, 1);
+    const listener_config_t lc = {
+        .name = "proxy",
+        .port_name = ws ? "web " : "",
+        .allow = p->cfg.allow,
+        .max_conns = p->cfg.max_conns,
+        .count = proxy_count,
+        .peers = &p->peers,
+        .peer_full = p->peer_full,
+        .batch = 256,
+        .on_conn = ws ? proxy_on_web_conn : proxy_on_conn,
+        .data = p,
+    };
+    listener_init(&p->lis[ws], p->loop, lfd, &lc);
+    return listener_enable(&p->lis[ws], 1);
 }
 
 static void proxy_on_signal(ev_loop_t *loop, int fd, void *data, int mask)
@@ -1215,7 +1163,7 @@ static void proxy_setup_web(proxy_t *p)
     char nerr[NET_ERR_LEN] = "";
     p->wfd = net_listen_range(p->cfg.web_host, p->cfg.web_port, p->cfg.web_port + 1, 128,
                               &p->web_port, nerr);
-    if (p->wfd < 0 || ev_add(p->loop, p->wfd, EV_READ, proxy_on_web_accept, p) < 0) {
+    if (p->wfd < 0 || proxy_listen(p, 1, p->wfd) < 0) {
         log_warn("proxy: web port %s:%d unavailable (%s); WebSocket endpoint off, TCP proxy "
                  "continues",
                  p->cfg.web_host, p->cfg.web_port, nerr[0] ? nerr : "cannot watch it");
@@ -1237,6 +1185,9 @@ proxy_t *proxy_create(const proxy_config_t *cfg, char *err, size_t errlen)
     p->cfg.relay.poll_until_ns = &p->poll_until_ns;
     p->lfd = p->wfd = p->sig_fd = -1;
     peercap_init(&p->peers, cfg->max_conns_per_peer);
+    snprintf(p->peer_full, sizeof(p->peer_full),
+             "%zu connections from this address already (--max-conns-per-peer)",
+             cfg->max_conns_per_peer);
     p->loop = ev_create(1024, EV_BACKEND_AUTO);
     if (!p->loop) {
         snprintf(err, errlen, "out of memory");
@@ -1248,7 +1199,7 @@ proxy_t *proxy_create(const proxy_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "%s", nerr);
         goto fail;
     }
-    if (ev_add(p->loop, p->lfd, EV_READ, proxy_on_accept, p) < 0) {
+    if (proxy_listen(p, 0, p->lfd) < 0) {
         snprintf(err, errlen, "cannot watch the listening socket");
         goto fail;
     }

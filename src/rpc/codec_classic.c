@@ -31,85 +31,59 @@ static int fail(char *err, size_t errlen, const char *msg, int32_t tag)
     return -1;
 }
 
+/* Type code of each neutral kind as a plain (non-result) argument; an
+ * NDARRAY goes as its tensor. Read backwards it is also the decoder's map. */
+static const int8_t kind_tag[] = {
+    [RV_NONE] = TAG_NULL,     [RV_INT] = TAG_INT,          [RV_BOOL] = TAG_BOOL,
+    [RV_FLOAT] = TAG_FLOAT,   [RV_HANDLE] = TAG_HANDLE,    [RV_DTYPE] = TAG_DTYPE,
+    [RV_DEVICE] = TAG_DEVICE, [RV_TENSOR] = TAG_DLTENSOR,  [RV_STR] = TAG_STR,
+    [RV_BYTES] = TAG_BYTES,   [RV_FUNC] = TAG_FUNC,        [RV_MODULE] = TAG_MODULE,
+    [RV_OBJECT] = TAG_OBJECT, [RV_NDARRAY] = TAG_DLTENSOR,
+};
+
+static int value_tag(const rpc_value_t *v)
+{
+    return (size_t)v->kind < sizeof(kind_tag) ? kind_tag[v->kind] : TAG_NULL;
+}
+
+/* The kind an argument's type code decodes to; -1 for codes not accepted
+ * (kTVMNDArrayHandle is a result-only code). */
+static int tag_kind(int32_t tag)
+{
+    if (tag == TAG_UINT)
+        return RV_INT;
+    for (int k = 0; k < RV_NDARRAY; k++)
+        if (kind_tag[k] == tag)
+            return k;
+    return -1;
+}
+
 static int decode_one(rd_t *r, int32_t tag, rpc_value_t *v, rpc_tensor_t *t, char *err,
                       size_t errlen)
 {
-    const uint8_t *p;
-    uint32_t idx;
     memset(v, 0, sizeof(*v));
-    switch (tag) {
-    case TAG_INT:
-    case TAG_UINT:
-        v->kind = RV_INT;
-        return rd_i64(r, &v->u.i) < 0 ? fail(err, errlen, "truncated int", tag) : 0;
-    case TAG_BOOL:
-        v->kind = RV_BOOL;
-        return rd_i64(r, &v->u.i) < 0 ? fail(err, errlen, "truncated bool", tag) : 0;
-    case TAG_FLOAT:
-        v->kind = RV_FLOAT;
-        return rd_f64(r, &v->u.f) < 0 ? fail(err, errlen, "truncated float", tag) : 0;
-    case TAG_HANDLE:
-    case TAG_MODULE:
-    case TAG_FUNC:
-        v->kind = tag == TAG_HANDLE ? RV_HANDLE : tag == TAG_MODULE ? RV_MODULE : RV_FUNC;
-        return rd_u64(r, &v->u.h) < 0 ? fail(err, errlen, "truncated handle", tag) : 0;
-    case TAG_NULL:
-        v->kind = RV_NONE;
-        return 0;
-    case TAG_DTYPE:
-        v->kind = RV_DTYPE;
-        if (rd_u8(r, &v->u.dtype.code) < 0 || rd_u8(r, &v->u.dtype.bits) < 0 ||
-            rd_u16(r, &v->u.dtype.lanes) < 0 || rd_skip(r, 4) < 0)
-            return fail(err, errlen, "truncated dtype", tag);
-        return 0;
-    case TAG_DEVICE:
-        v->kind = RV_DEVICE;
-        if (rd_i32(r, &v->u.dev.type) < 0 || rd_i32(r, &v->u.dev.id) < 0)
-            return fail(err, errlen, "truncated device", tag);
-        /* Device types on the wire are DLPack numbers, never masked (< 128). */
-        if (v->u.dev.type < 1 || v->u.dev.type > 127)
-            return fail(err, errlen, "invalid device type", tag);
-        return 0;
-    case TAG_DLTENSOR:
-        v->kind = RV_TENSOR;
-        v->t = t;
-        if (rpc_get_tensor(r, t, err, errlen) < 0)
-            return -1;
-        if (t->dev.type < 1 || t->dev.type > 127)
-            return fail(err, errlen, "invalid tensor device type", tag);
-        return 0;
-    case TAG_OBJECT:
-        v->kind = RV_OBJECT;
-        if (rd_u32(r, &idx) < 0 || rd_u64(r, &v->u.h) < 0)
+    if (tag == TAG_OBJECT) {
+        uint32_t idx;
+        if (rd_u32(r, &idx) < 0)
             return fail(err, errlen, "truncated object", tag);
         if (idx != CLASSIC_RPC_OBJECT_REF)
             return fail(err, errlen, "only RPC object references may be sent", tag);
-        return 0;
-    case TAG_STR:
-    case TAG_BYTES:
-        v->kind = tag == TAG_STR ? RV_STR : RV_BYTES;
-        if (rd_u64(r, &v->u.s.len) < 0 || v->u.s.len > r->left ||
-            rd_bytes(r, (size_t)v->u.s.len, &p) < 0)
-            return fail(err, errlen, "truncated string", tag);
-        v->u.s.p = (const char *)p;
-        return 0;
-    default:
-        return fail(err, errlen, "unknown type code", tag);
+        v->kind = RV_OBJECT;
+        return rpc_get_payload(r, v, t, "type code", tag, err, errlen);
     }
+    int kind = tag_kind(tag);
+    if (kind < 0)
+        return fail(err, errlen, "unknown type code", tag);
+    v->kind = (rpc_kind_t)kind;
+    return rpc_get_payload(r, v, t, "type code", tag, err, errlen);
 }
 
 static int classic_decode(rd_t *r, rpc_value_t *vals, rpc_tensor_t *tensors, int max, int *n,
                           char *err, size_t errlen)
 {
     int32_t num;
-    if (rd_i32(r, &num) < 0) {
-        snprintf(err, errlen, "truncated argument count");
+    if (rpc_get_count(r, max, &num, err, errlen) < 0)
         return -1;
-    }
-    if (num < 0 || num > max || (size_t)num * 4 > r->left) {
-        snprintf(err, errlen, "argument count %d outside [0, %d]", num, max);
-        return -1;
-    }
     int32_t tags[num > 0 ? num : 1];
     for (int i = 0; i < num; i++)
         rd_i32(r, &tags[i]);
@@ -117,93 +91,18 @@ static int classic_decode(rd_t *r, rpc_value_t *vals, rpc_tensor_t *tensors, int
         if (decode_one(r, tags[i], &vals[i], &tensors[i], err, errlen) < 0)
             return -1;
     }
-    if (r->left) {
-        snprintf(err, errlen, "%zu unexpected bytes after the arguments", r->left);
+    if (rpc_check_end(r, err, errlen) < 0)
         return -1;
-    }
     *n = num;
     return 0;
 }
 
-/* Tag and payload of one value as a plain (non-result) argument. */
-static int value_tag(const rpc_value_t *v)
-{
-    switch (v->kind) {
-    case RV_NONE:
-        return TAG_NULL;
-    case RV_INT:
-        return TAG_INT;
-    case RV_BOOL:
-        return TAG_BOOL;
-    case RV_FLOAT:
-        return TAG_FLOAT;
-    case RV_HANDLE:
-        return TAG_HANDLE;
-    case RV_DTYPE:
-        return TAG_DTYPE;
-    case RV_DEVICE:
-        return TAG_DEVICE;
-    case RV_TENSOR:
-        return TAG_DLTENSOR;
-    case RV_STR:
-        return TAG_STR;
-    case RV_BYTES:
-        return TAG_BYTES;
-    case RV_FUNC:
-        return TAG_FUNC;
-    case RV_MODULE:
-        return TAG_MODULE;
-    case RV_OBJECT:
-        return TAG_OBJECT;
-    case RV_NDARRAY:
-        return TAG_DLTENSOR;
-    }
-    return TAG_NULL;
-}
-
+/* Objects carry their inner index (always RPCObjectRef) before the handle. */
 static int put_payload(buf_t *out, const rpc_value_t *v)
 {
-    switch (v->kind) {
-    case RV_NONE:
-        return 0;
-    case RV_INT:
-    case RV_BOOL:
-        return buf_append_i64le(out, v->u.i);
-    case RV_FLOAT: {
-        uint64_t bits;
-        memcpy(&bits, &v->u.f, 8);
-        return buf_append_u64le(out, bits);
-    }
-    case RV_HANDLE:
-    case RV_FUNC:
-    case RV_MODULE:
-        return buf_append_u64le(out, v->u.h);
-    case RV_OBJECT:
+    if (v->kind == RV_OBJECT)
         buf_append_u32le(out, CLASSIC_RPC_OBJECT_REF);
-        return buf_append_u64le(out, v->u.h);
-    case RV_DTYPE: {
-        uint8_t b[8] = {v->u.dtype.code,
-                        v->u.dtype.bits,
-                        (uint8_t)v->u.dtype.lanes,
-                        (uint8_t)(v->u.dtype.lanes >> 8),
-                        0,
-                        0,
-                        0,
-                        0};
-        return buf_append(out, b, 8);
-    }
-    case RV_DEVICE:
-        buf_append_i32le(out, v->u.dev.type);
-        return buf_append_i32le(out, v->u.dev.id);
-    case RV_TENSOR:
-    case RV_NDARRAY:
-        return rpc_put_tensor(out, v->t);
-    case RV_STR:
-    case RV_BYTES:
-        buf_append_u64le(out, v->u.s.len);
-        return buf_append(out, v->u.s.p, (size_t)v->u.s.len);
-    }
-    return -1;
+    return rpc_put_payload(out, v);
 }
 
 static int classic_encode_args(buf_t *out, const rpc_value_t *v, int n)
@@ -279,10 +178,8 @@ static int classic_decode_call_result(rd_t *r, rpc_value_t *out, rpc_tensor_t *t
     int n;
     if (classic_decode(r, vals, ts, 3, &n, err, errlen) < 0)
         return -1;
-    if (n < 2 || vals[0].kind != RV_INT) {
-        snprintf(err, errlen, "malformed call result");
+    if (rpc_check_call_result(vals, n, err, errlen) < 0)
         return -1;
-    }
     int64_t code = vals[0].u.i;
     *out = vals[1];
     switch (code) {
@@ -300,14 +197,8 @@ static int classic_decode_call_result(rd_t *r, rpc_value_t *out, rpc_tensor_t *t
         break;
     case TAG_DLTENSOR:
     case TAG_NDARRAY:
-        if (n != 3 || vals[1].kind != RV_TENSOR || vals[2].kind != RV_HANDLE) {
-            snprintf(err, errlen, "malformed array result");
+        if (rpc_take_array_result(vals, ts, n, out, t, "array", err, errlen) < 0)
             return -1;
-        }
-        *t = ts[1];
-        out->kind = RV_NDARRAY;
-        out->t = t;
-        out->u.h = vals[2].u.h;
         break;
     default:
         break;

@@ -38,16 +38,7 @@ static int fail(char *err, size_t errlen, const char *msg, int32_t idx)
     return -1;
 }
 
-static int get_bytes(rd_t *r, rpc_value_t *v, rpc_kind_t kind)
-{
-    const uint8_t *p;
-    if (rd_u64(r, &v->u.s.len) < 0 || v->u.s.len > r->left ||
-        rd_bytes(r, (size_t)v->u.s.len, &p) < 0)
-        return -1;
-    v->kind = kind;
-    v->u.s.p = (const char *)p;
-    return 0;
-}
+#define TAGNAME "type index"
 
 /* The object rule: decode by the inner index only. */
 static int decode_object(rd_t *r, int32_t outer, rpc_value_t *v, char *err, size_t errlen)
@@ -58,13 +49,49 @@ static int decode_object(rd_t *r, int32_t outer, rpc_value_t *v, char *err, size
     switch (inner) {
     case FFI_RPC_OBJECT_REF:
         v->kind = RV_OBJECT;
-        return rd_u64(r, &v->u.h) < 0 ? fail(err, errlen, "truncated object", outer) : 0;
+        break;
     case FFI_STR:
-        return get_bytes(r, v, RV_STR) < 0 ? fail(err, errlen, "truncated string", outer) : 0;
+        v->kind = RV_STR;
+        break;
     case FFI_BYTES:
-        return get_bytes(r, v, RV_BYTES) < 0 ? fail(err, errlen, "truncated bytes", outer) : 0;
+        v->kind = RV_BYTES;
+        break;
     default:
         snprintf(err, errlen, "object of inner type index %u cannot cross the wire", inner);
+        return -1;
+    }
+    return rpc_get_payload(r, v, NULL, TAGNAME, outer, err, errlen);
+}
+
+/* The kind a plain (non-object) type index decodes to; -1 if none. */
+static int index_kind(int32_t idx)
+{
+    switch (idx) {
+    case FFI_NONE:
+        return RV_NONE;
+    case FFI_INT:
+        return RV_INT;
+    case FFI_BOOL:
+        return RV_BOOL;
+    case FFI_FLOAT:
+        return RV_FLOAT;
+    case FFI_OPAQUE_PTR:
+        return RV_HANDLE;
+    case FFI_FUNCTION:
+        return RV_FUNC;
+    case FFI_MODULE:
+        return RV_MODULE;
+    case FFI_DTYPE:
+        return RV_DTYPE;
+    case FFI_DEVICE:
+        return RV_DEVICE;
+    case FFI_DLTENSOR_PTR:
+        return RV_TENSOR;
+    case FFI_RAW_STR:
+        return RV_STR;
+    case FFI_BYTE_ARRAY_PTR:
+        return RV_BYTES;
+    default:
         return -1;
     }
 }
@@ -77,145 +104,92 @@ static int decode_one(rd_t *r, rpc_value_t *v, rpc_tensor_t *t, char *err, size_
         snprintf(err, errlen, "truncated type index");
         return -1;
     }
-    switch (idx) {
-    case FFI_NONE:
-        v->kind = RV_NONE;
-        return 0;
-    case FFI_INT:
-    case FFI_BOOL:
-        v->kind = idx == FFI_INT ? RV_INT : RV_BOOL;
-        return rd_i64(r, &v->u.i) < 0 ? fail(err, errlen, "truncated int", idx) : 0;
-    case FFI_FLOAT:
-        v->kind = RV_FLOAT;
-        return rd_f64(r, &v->u.f) < 0 ? fail(err, errlen, "truncated float", idx) : 0;
-    case FFI_OPAQUE_PTR:
-    case FFI_FUNCTION:
-    case FFI_MODULE:
-        v->kind = idx == FFI_OPAQUE_PTR ? RV_HANDLE : idx == FFI_FUNCTION ? RV_FUNC : RV_MODULE;
-        return rd_u64(r, &v->u.h) < 0 ? fail(err, errlen, "truncated handle", idx) : 0;
-    case FFI_DTYPE:
-        v->kind = RV_DTYPE;
-        if (rd_u8(r, &v->u.dtype.code) < 0 || rd_u8(r, &v->u.dtype.bits) < 0 ||
-            rd_u16(r, &v->u.dtype.lanes) < 0 || rd_skip(r, 4) < 0)
-            return fail(err, errlen, "truncated dtype", idx);
-        return 0;
-    case FFI_DEVICE:
-        v->kind = RV_DEVICE;
-        if (rd_i32(r, &v->u.dev.type) < 0 || rd_i32(r, &v->u.dev.id) < 0)
-            return fail(err, errlen, "truncated device", idx);
-        if (v->u.dev.type < 1 || v->u.dev.type > 127)
-            return fail(err, errlen, "invalid device type", idx);
-        return 0;
-    case FFI_DLTENSOR_PTR:
-        v->kind = RV_TENSOR;
-        v->t = t;
-        if (rpc_get_tensor(r, t, err, errlen) < 0)
-            return -1;
-        if (t->dev.type < 1 || t->dev.type > 127)
-            return fail(err, errlen, "invalid tensor device type", idx);
-        return 0;
-    case FFI_RAW_STR:
-        return get_bytes(r, v, RV_STR) < 0 ? fail(err, errlen, "truncated string", idx) : 0;
-    case FFI_BYTE_ARRAY_PTR:
-        return get_bytes(r, v, RV_BYTES) < 0 ? fail(err, errlen, "truncated bytes", idx) : 0;
-    case FFI_SMALL_STR:
-    case FFI_SMALL_BYTES:
-        return decode_object(r, idx, v, err, errlen);
-    default:
-        if (idx >= FFI_STATIC_OBJECT_BEGIN)
-            return decode_object(r, idx, v, err, errlen);
-        return fail(err, errlen, "unknown type index", idx);
+    int kind = index_kind(idx);
+    if (kind >= 0) {
+        v->kind = (rpc_kind_t)kind;
+        return rpc_get_payload(r, v, t, TAGNAME, idx, err, errlen);
     }
+    /* Functions and modules are objects too, but travel as bare handles. */
+    if (idx == FFI_SMALL_STR || idx == FFI_SMALL_BYTES || idx >= FFI_STATIC_OBJECT_BEGIN)
+        return decode_object(r, idx, v, err, errlen);
+    return fail(err, errlen, "unknown type index", idx);
 }
 
 static int ffi_decode(rd_t *r, rpc_value_t *vals, rpc_tensor_t *tensors, int max, int *n, char *err,
                       size_t errlen)
 {
     int32_t num;
-    if (rd_i32(r, &num) < 0) {
-        snprintf(err, errlen, "truncated argument count");
+    if (rpc_get_count(r, max, &num, err, errlen) < 0)
         return -1;
-    }
-    if (num < 0 || num > max || (size_t)num * 4 > r->left) {
-        snprintf(err, errlen, "argument count %d outside [0, %d]", num, max);
-        return -1;
-    }
     for (int i = 0; i < num; i++)
         if (decode_one(r, &vals[i], &tensors[i], err, errlen) < 0)
             return -1;
-    if (r->left) {
-        snprintf(err, errlen, "%zu unexpected bytes after the arguments", r->left);
+    if (rpc_check_end(r, err, errlen) < 0)
         return -1;
-    }
     *n = num;
     return 0;
 }
 
-static void put_str(buf_t *out, int32_t index, const rpc_value_t *v)
+/* Type index of a value as a plain argument, as a stock ffi client sends it
+ * after translation: strings as raw C strings; bytes are not translated, so
+ * they go as a Bytes object. */
+static int32_t arg_index(rpc_kind_t kind)
 {
-    buf_append_i32le(out, index);
-    buf_append_u64le(out, v->u.s.len);
-    buf_append(out, v->u.s.p, (size_t)v->u.s.len);
-}
-
-/* One argument as a stock ffi client sends it after translation. */
-static int put_arg(buf_t *out, const rpc_value_t *v)
-{
-    switch (v->kind) {
+    switch (kind) {
     case RV_NONE:
-        return buf_append_i32le(out, FFI_NONE);
+        return FFI_NONE;
     case RV_INT:
+        return FFI_INT;
     case RV_BOOL:
-        buf_append_i32le(out, v->kind == RV_INT ? FFI_INT : FFI_BOOL);
-        return buf_append_i64le(out, v->u.i);
-    case RV_FLOAT: {
-        uint64_t bits;
-        memcpy(&bits, &v->u.f, 8);
-        buf_append_i32le(out, FFI_FLOAT);
-        return buf_append_u64le(out, bits);
-    }
+        return FFI_BOOL;
+    case RV_FLOAT:
+        return FFI_FLOAT;
     case RV_HANDLE:
+        return FFI_OPAQUE_PTR;
     case RV_FUNC:
+        return FFI_FUNCTION;
     case RV_MODULE:
-        buf_append_i32le(out, v->kind == RV_HANDLE ? FFI_OPAQUE_PTR
-                              : v->kind == RV_FUNC ? FFI_FUNCTION
-                                                   : FFI_MODULE);
-        return buf_append_u64le(out, v->u.h);
-    case RV_OBJECT:
-        buf_append_i32le(out, FFI_RPC_OBJECT_REF);
-        buf_append_u32le(out, FFI_RPC_OBJECT_REF);
-        return buf_append_u64le(out, v->u.h);
-    case RV_DTYPE: {
-        uint8_t b[8] = {v->u.dtype.code,
-                        v->u.dtype.bits,
-                        (uint8_t)v->u.dtype.lanes,
-                        (uint8_t)(v->u.dtype.lanes >> 8),
-                        0,
-                        0,
-                        0,
-                        0};
-        buf_append_i32le(out, FFI_DTYPE);
-        return buf_append(out, b, 8);
-    }
+        return FFI_MODULE;
+    case RV_DTYPE:
+        return FFI_DTYPE;
     case RV_DEVICE:
-        buf_append_i32le(out, FFI_DEVICE);
-        buf_append_i32le(out, v->u.dev.type);
-        return buf_append_i32le(out, v->u.dev.id);
+        return FFI_DEVICE;
     case RV_TENSOR:
     case RV_NDARRAY:
-        buf_append_i32le(out, FFI_DLTENSOR_PTR);
-        return rpc_put_tensor(out, v->t);
+        return FFI_DLTENSOR_PTR;
     case RV_STR:
-        put_str(out, FFI_RAW_STR, v);
-        return 0;
+        return FFI_RAW_STR;
     case RV_BYTES:
-        /* Bytes are not translated by ffi clients: Bytes object, inner 66. */
-        buf_append_i32le(out, FFI_BYTES);
-        buf_append_u32le(out, FFI_BYTES);
-        buf_append_u64le(out, v->u.s.len);
-        return buf_append(out, v->u.s.p, (size_t)v->u.s.len);
+        return FFI_BYTES;
+    case RV_OBJECT:
+        return FFI_RPC_OBJECT_REF;
     }
     return -1;
+}
+
+/* Type index, then the payload. */
+static int put_tagged(buf_t *out, int32_t index, const rpc_value_t *v)
+{
+    buf_append_i32le(out, index);
+    return rpc_put_payload(out, v);
+}
+
+/* An object: its type index twice (outer tag, inner index), then the payload. */
+static int put_object(buf_t *out, int32_t index, const rpc_value_t *v)
+{
+    buf_append_i32le(out, index);
+    buf_append_u32le(out, (uint32_t)index);
+    return rpc_put_payload(out, v);
+}
+
+static int put_arg(buf_t *out, const rpc_value_t *v)
+{
+    int32_t index = arg_index(v->kind);
+    if (index < 0)
+        return -1;
+    if (index >= FFI_STATIC_OBJECT_BEGIN && v->kind != RV_FUNC && v->kind != RV_MODULE)
+        return put_object(out, index, v);
+    return put_tagged(out, index, v);
 }
 
 static int ffi_encode_args(buf_t *out, const rpc_value_t *v, int n)
@@ -231,12 +205,8 @@ static int ffi_encode_args(buf_t *out, const rpc_value_t *v, int n)
 static int ffi_encode_value(buf_t *out, const rpc_value_t *v)
 {
     buf_append_i32le(out, 1);
-    if (v->kind == RV_STR) {
-        buf_append_i32le(out, FFI_STR);
-        buf_append_u32le(out, FFI_STR);
-        buf_append_u64le(out, v->u.s.len);
-        return buf_append(out, v->u.s.p, (size_t)v->u.s.len);
-    }
+    if (v->kind == RV_STR)
+        return put_object(out, FFI_STR, v);
     return put_arg(out, v);
 }
 
@@ -246,70 +216,58 @@ static int ffi_encode_void(buf_t *out)
     return buf_append_i32le(out, FFI_NONE);
 }
 
-static int ffi_encode_call_result(buf_t *out, const rpc_value_t *v)
+/* The type index value 0 of a kCallFunc result reports for v. */
+static int32_t result_index(const rpc_value_t *v)
 {
-    int32_t type_index;
-    rpc_value_t payload = *v;
-    int n = 2;
     switch (v->kind) {
-    case RV_NONE:
-        type_index = FFI_NONE;
-        break;
-    case RV_INT:
-        type_index = FFI_INT;
-        break;
-    case RV_BOOL:
-        type_index = FFI_BOOL;
-        break;
-    case RV_FLOAT:
-        type_index = FFI_FLOAT;
-        break;
-    case RV_HANDLE:
-        type_index = FFI_OPAQUE_PTR;
-        break;
-    case RV_DTYPE:
-        type_index = FFI_DTYPE;
-        break;
-    case RV_DEVICE:
-        type_index = FFI_DEVICE;
-        break;
     case RV_STR:
-        type_index = v->u.s.len <= FFI_SMALL_MAX ? FFI_SMALL_STR : FFI_STR;
-        break;
+        return v->u.s.len <= FFI_SMALL_MAX ? FFI_SMALL_STR : FFI_STR;
     case RV_BYTES:
-        type_index = v->u.s.len <= FFI_SMALL_MAX ? FFI_SMALL_BYTES : FFI_BYTES;
-        break;
+        return v->u.s.len <= FFI_SMALL_MAX ? FFI_SMALL_BYTES : FFI_BYTES;
+    case RV_OBJECT:
+        return FFI_OBJECT;
+    default:
+        /* Index 7 is read as "tensor" by every ffi client (§4.6). */
+        return arg_index(v->kind);
+    }
+}
+
+/* Value 1 of a kCallFunc result: strings and bytes as raw pointers, objects
+ * of every kind as bare handles. */
+static int put_result_payload(buf_t *out, const rpc_value_t *v)
+{
+    rpc_value_t handle = *v;
+    switch (v->kind) {
+    case RV_STR:
+        return put_tagged(out, FFI_RAW_STR, v);
+    case RV_BYTES:
+        return put_tagged(out, FFI_BYTE_ARRAY_PTR, v);
     case RV_FUNC:
     case RV_MODULE:
     case RV_OBJECT:
-        type_index = v->kind == RV_FUNC     ? FFI_FUNCTION
-                     : v->kind == RV_MODULE ? FFI_MODULE
-                                            : FFI_OBJECT;
-        payload.kind = RV_HANDLE;
-        break;
-    case RV_TENSOR:
-    case RV_NDARRAY:
-        /* Index 7 is read as "tensor" by every ffi client (§4.6). */
-        type_index = FFI_DLTENSOR_PTR;
-        n = 3;
-        break;
+        handle.kind = RV_HANDLE;
+        return put_arg(out, &handle);
     default:
-        return -1;
+        return put_arg(out, v);
     }
-    buf_append_i32le(out, n);
+}
+
+static int ffi_encode_call_result(buf_t *out, const rpc_value_t *v)
+{
+    int32_t type_index = result_index(v);
+    if (type_index < 0)
+        return -1;
+    int tensor = v->kind == RV_TENSOR || v->kind == RV_NDARRAY;
+    buf_append_i32le(out, tensor ? 3 : 2);
     buf_append_i32le(out, FFI_INT);
     buf_append_i64le(out, type_index);
-    if (v->kind == RV_STR || v->kind == RV_BYTES) {
-        put_str(out, v->kind == RV_STR ? FFI_RAW_STR : FFI_BYTE_ARRAY_PTR, v);
+    if (put_result_payload(out, v) < 0)
+        return -1;
+    if (!tensor)
         return 0;
-    }
-    if (n == 3) {
-        buf_append_i32le(out, FFI_DLTENSOR_PTR);
-        rpc_put_tensor(out, v->t);
-        buf_append_i32le(out, FFI_OPAQUE_PTR);
-        return buf_append_u64le(out, v->u.h);
-    }
-    return v->kind == RV_NONE ? buf_append_i32le(out, FFI_NONE) : put_arg(out, &payload);
+    /* Value 2: the handle of the tensor object. */
+    buf_append_i32le(out, FFI_OPAQUE_PTR);
+    return buf_append_u64le(out, v->u.h);
 }
 
 static int ffi_encode_exception(buf_t *out, const char *msg, size_t len)
@@ -318,8 +276,7 @@ static int ffi_encode_exception(buf_t *out, const char *msg, size_t len)
     s.u.s.p = msg;
     s.u.s.len = len;
     buf_append_i32le(out, 1);
-    put_str(out, FFI_RAW_STR, &s);
-    return 0;
+    return put_tagged(out, FFI_RAW_STR, &s);
 }
 
 static int ffi_decode_call_result(rd_t *r, rpc_value_t *out, rpc_tensor_t *t, char *err,
@@ -330,10 +287,8 @@ static int ffi_decode_call_result(rd_t *r, rpc_value_t *out, rpc_tensor_t *t, ch
     int n;
     if (ffi_decode(r, vals, ts, 3, &n, err, errlen) < 0)
         return -1;
-    if (n < 2 || vals[0].kind != RV_INT) {
-        snprintf(err, errlen, "malformed call result");
+    if (rpc_check_call_result(vals, n, err, errlen) < 0)
         return -1;
-    }
     int64_t idx = vals[0].u.i;
     *out = vals[1];
     if (idx == FFI_NONE) {
@@ -341,14 +296,8 @@ static int ffi_decode_call_result(rd_t *r, rpc_value_t *out, rpc_tensor_t *t, ch
     } else if (idx == FFI_FUNCTION || idx == FFI_MODULE) {
         out->kind = idx == FFI_FUNCTION ? RV_FUNC : RV_MODULE;
     } else if (idx == FFI_DLTENSOR_PTR || idx == 70 || idx == 72) {
-        if (n != 3 || vals[1].kind != RV_TENSOR || vals[2].kind != RV_HANDLE) {
-            snprintf(err, errlen, "malformed tensor result");
+        if (rpc_take_array_result(vals, ts, n, out, t, "tensor", err, errlen) < 0)
             return -1;
-        }
-        *t = ts[1];
-        out->kind = RV_NDARRAY;
-        out->t = t;
-        out->u.h = vals[2].u.h;
     } else if (idx >= FFI_STATIC_OBJECT_BEGIN && idx != FFI_STR && idx != FFI_BYTES) {
         out->kind = RV_OBJECT;
     }

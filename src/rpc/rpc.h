@@ -132,6 +132,32 @@ void rpc_packet_end(buf_t *out, size_t start);
 int rpc_put_tensor(buf_t *out, const rpc_tensor_t *t);
 int rpc_get_tensor(rd_t *r, rpc_tensor_t *t, char *err, size_t errlen);
 
+/* ---- payloads both generations share (PROTOCOL.md §4.4) --------------------
+ * A value on the wire is a generation-specific tag, then (for objects) a
+ * generation-specific inner index, then one of these payloads. The codecs
+ * write and read the tags; these write and read what follows them. */
+
+/* The payload of v: nothing for NONE, the handle alone for OBJECT (its inner
+ * index is the caller's). */
+int rpc_put_payload(buf_t *out, const rpc_value_t *v);
+/* Read the payload of a value whose kind the caller has already set in
+ * v->kind from its tag (OBJECT: after the inner index). Tensors go to t.
+ * Errors name the tag as "<msg> (<tagname> <tag>)". */
+int rpc_get_payload(rd_t *r, rpc_value_t *v, rpc_tensor_t *t, const char *tagname, int32_t tag,
+                    char *err, size_t errlen);
+
+/* Packed sequence framing: the i32 count (0..max, and no more than the
+ * bytes left could tag), and the check that nothing follows the values. */
+int rpc_get_count(rd_t *r, int max, int32_t *num, char *err, size_t errlen);
+int rpc_check_end(const rd_t *r, char *err, size_t errlen);
+
+/* A kCallFunc result sequence (value 0: int holding the result's tag) after
+ * decoding: check its shape, and turn "tensor, handle" into one NDARRAY in
+ * out (tensor copied to t). what names the result in the error. */
+int rpc_check_call_result(const rpc_value_t *vals, int n, char *err, size_t errlen);
+int rpc_take_array_result(const rpc_value_t *vals, const rpc_tensor_t *ts, int n, rpc_value_t *out,
+                          rpc_tensor_t *t, const char *what, char *err, size_t errlen);
+
 /* ---- handshake (PROTOCOL.md §2.2) ------------------------------------------ */
 
 typedef enum rpc_hs {

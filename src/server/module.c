@@ -613,41 +613,56 @@ static int obj_to_rpc(session_t *s, const mfunc_t *f, TVMValue *v, int code, rpc
     return 0;
 }
 
-static int ret_to_rpc(session_t *s, const mfunc_t *f, TVMValue *v, int code, rpc_value_t *ret,
-                      char *err, size_t errlen)
+/* The plain values, converted alike in a function's result and in the
+ * arguments compiled code hands a global function. -1 if code is not one. */
+static int scalar_to_rpc(const TVMValue *v, int code, rpc_value_t *a)
 {
     switch (code) {
     case kTVMNullptr:
-        ret->kind = RV_NONE;
+        a->kind = RV_NONE;
         return 0;
     case kTVMArgInt:
     case kTVMArgUInt:
-        ret->kind = RV_INT;
-        ret->u.i = v->v_int64;
+        a->kind = RV_INT;
+        a->u.i = v->v_int64;
         return 0;
     case kTVMArgBool:
-        ret->kind = RV_BOOL;
-        ret->u.i = v->v_int64 != 0;
+        a->kind = RV_BOOL;
+        a->u.i = v->v_int64;
         return 0;
     case kTVMArgFloat:
-        ret->kind = RV_FLOAT;
-        ret->u.f = v->v_float64;
+        a->kind = RV_FLOAT;
+        a->u.f = v->v_float64;
         return 0;
     case kTVMOpaqueHandle:
-        ret->kind = RV_HANDLE;
-        ret->u.h = (uint64_t)(uintptr_t)v->v_handle;
+        a->kind = RV_HANDLE;
+        a->u.h = (uint64_t)(uintptr_t)v->v_handle;
         return 0;
     case kTVMDataType:
-        ret->kind = RV_DTYPE;
-        ret->u.dtype.code = v->v_type.code;
-        ret->u.dtype.bits = v->v_type.bits;
-        ret->u.dtype.lanes = v->v_type.lanes;
+        a->kind = RV_DTYPE;
+        a->u.dtype.code = v->v_type.code;
+        a->u.dtype.bits = v->v_type.bits;
+        a->u.dtype.lanes = v->v_type.lanes;
         return 0;
     case kDLDevice:
-        ret->kind = RV_DEVICE;
-        ret->u.dev.type = v->v_device.device_type;
-        ret->u.dev.id = v->v_device.device_id;
+        a->kind = RV_DEVICE;
+        a->u.dev.type = v->v_device.device_type;
+        a->u.dev.id = v->v_device.device_id;
         return 0;
+    default:
+        return -1;
+    }
+}
+
+static int ret_to_rpc(session_t *s, const mfunc_t *f, TVMValue *v, int code, rpc_value_t *ret,
+                      char *err, size_t errlen)
+{
+    if (scalar_to_rpc(v, code, ret) == 0) {
+        if (code == kTVMArgBool)
+            ret->u.i = ret->u.i != 0; /* results are sent as canonical booleans */
+        return 0;
+    }
+    switch (code) {
     case kTVMStr:
         if (scratch_copy(s, v->v_str ? v->v_str : "", v->v_str ? strlen(v->v_str) : 0, ret,
                          RV_STR) == 0)
@@ -737,38 +752,9 @@ static int tensor_to_rpc(const DLTensor *d, rpc_tensor_t *t)
 
 static int tramp_arg(const TVMValue *v, int code, rpc_value_t *a, rpc_tensor_t *t)
 {
+    if (scalar_to_rpc(v, code, a) == 0)
+        return 0;
     switch (code) {
-    case kTVMNullptr:
-        a->kind = RV_NONE;
-        return 0;
-    case kTVMArgInt:
-    case kTVMArgUInt:
-        a->kind = RV_INT;
-        a->u.i = v->v_int64;
-        return 0;
-    case kTVMArgBool:
-        a->kind = RV_BOOL;
-        a->u.i = v->v_int64;
-        return 0;
-    case kTVMArgFloat:
-        a->kind = RV_FLOAT;
-        a->u.f = v->v_float64;
-        return 0;
-    case kTVMOpaqueHandle:
-        a->kind = RV_HANDLE;
-        a->u.h = (uint64_t)(uintptr_t)v->v_handle;
-        return 0;
-    case kTVMDataType:
-        a->kind = RV_DTYPE;
-        a->u.dtype.code = v->v_type.code;
-        a->u.dtype.bits = v->v_type.bits;
-        a->u.dtype.lanes = v->v_type.lanes;
-        return 0;
-    case kDLDevice:
-        a->kind = RV_DEVICE;
-        a->u.dev.type = v->v_device.device_type;
-        a->u.dev.id = v->v_device.device_id;
-        return 0;
     case kTVMStr:
         a->kind = RV_STR;
         a->u.s.p = v->v_str ? v->v_str : "";

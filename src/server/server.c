@@ -24,6 +24,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/listener.h"
 #include "base/peercap.h"
 #include "base/sig.h"
 #include "client/tracker_client.h"
@@ -66,7 +67,7 @@ typedef struct srv {
     int misses;
     int backoff_ms;
     ev_timer_t *tracker_timer;
-    ev_timer_t *accept_timer; /* accepting paused: out of descriptors */
+    listener_t lis; /* on lfd; off while a session runs */
     int stopping;
     volatile int *generation; /* shared with the worker: which codec it detected */
     ws_t session_ws; /* made by the parent, so it is removed even if the worker is killed */
@@ -529,82 +530,48 @@ static int64_t on_handshake_timeout(ev_loop_t *loop, ev_timer_t *t, void *data)
     return EV_NOMORE;
 }
 
-static int64_t accept_resume(ev_loop_t *loop, ev_timer_t *t, void *data)
+/* A peer passed --allow and the per-address cap: wait for its handshake. */
+static int on_conn(void *data, int fd, const char *ip, int port,
+                   const struct sockaddr_storage *addr)
 {
     srv_t *s = data;
-    s->accept_timer = NULL;
-    if (s->worker <= 0)
-        srv_accepting(s, 1);
-    return EV_NOMORE;
-}
-
-/* The listener stays readable while accept fails for want of descriptors:
- * stop watching it for a while instead of spinning and flooding the log. */
-static void accept_pause(srv_t *s, const char *err)
-{
-    srv_accepting(s, 0);
-    if (s->accept_timer)
-        return;
-    log_warn("server: %s; not accepting for %d ms", err, NET_ACCEPT_PAUSE_MS);
-    s->accept_timer = ev_timer_add(s->loop, NET_ACCEPT_PAUSE_MS, accept_resume, s);
-}
-
-static void on_accept(ev_loop_t *loop, int lfd, void *data, int mask)
-{
-    srv_t *s = data;
-    for (int i = 0; i < 64; i++) {
-        char ip[NET_IP_LEN], err[NET_ERR_LEN] = "";
-        int port;
-        int fd = net_accept(lfd, ip, sizeof(ip), &port, err);
-        if (fd == NET_ACCEPT_BUSY) {
-            accept_pause(s, err);
-            return;
-        }
-        if (fd < 0) {
-            if (err[0])
-                log_warn("server: %s", err);
-            return;
-        }
-        if (!acl_allows(s->cfg->allow, ip)) {
-            log_warn("server: %s:%d: not in --allow; refusing", ip, port);
-            close(fd);
-            continue;
-        }
-        int pc = peercap_take_ip(&s->peers, ip);
-        if (pc < 0) {
-            log_warn("server: %s:%d: %s; refusing", ip, port,
-                     pc == PEERCAP_FULL ? "--max-conns-per-peer handshakes from this address"
-                                        : "out of memory");
-            close(fd);
-            continue;
-        }
-        pending_t *p = calloc(1, sizeof(*p));
-        if (!p) {
-            peercap_release_ip(&s->peers, ip);
-            close(fd);
-            continue;
-        }
-        p->srv = s;
-        p->fd = fd;
-        snprintf(p->ip, sizeof(p->ip), "%s", ip);
-        buf_init(&p->in, 8 + RPC_MAX_KEY_LEN + 4096);
-        p->next = s->pending;
-        s->pending = p;
-        p->timer = ev_timer_add(loop, s->cfg->handshake_timeout_ms, on_handshake_timeout, p);
-        ev_add(loop, fd, EV_READ, on_handshake_readable, p);
-        if (s->worker > 0 || s->cfg->no_fork)
-            break;
+    pending_t *p = calloc(1, sizeof(*p));
+    if (!p) {
+        peercap_release_ip(&s->peers, ip);
+        close(fd);
+        return 0;
     }
+    p->srv = s;
+    p->fd = fd;
+    snprintf(p->ip, sizeof(p->ip), "%s", ip);
+    buf_init(&p->in, 8 + RPC_MAX_KEY_LEN + 4096);
+    p->next = s->pending;
+    s->pending = p;
+    p->timer = ev_timer_add(s->loop, s->cfg->handshake_timeout_ms, on_handshake_timeout, p);
+    ev_add(s->loop, fd, EV_READ, on_handshake_readable, p);
+    /* One session at a time: while one runs, take no more than this one. */
+    return s->worker > 0 || s->cfg->no_fork;
+}
+
+static void srv_listen(srv_t *s)
+{
+    const listener_config_t lc = {
+        .name = "server",
+        .port_name = "",
+        .allow = s->cfg->allow,
+        .peers = &s->peers,
+        .peer_full = "--max-conns-per-peer handshakes from this address",
+        .batch = 64,
+        .on_conn = on_conn,
+        .data = s,
+    };
+    listener_init(&s->lis, s->loop, s->lfd, &lc);
 }
 
 static void srv_accepting(srv_t *s, int on)
 {
-    if (s->lfd < 0 || (on && s->accept_timer))
-        return; /* accept_resume turns it back on */
-    if (on)
-        ev_add(s->loop, s->lfd, EV_READ, on_accept, s);
-    else
-        ev_del(s->loop, s->lfd, EV_READ);
+    if (s->lfd >= 0)
+        listener_enable(&s->lis, on);
 }
 
 static void on_signal(ev_loop_t *loop, int fd, void *data, int mask)
@@ -759,6 +726,7 @@ int server_run(const server_config_t *cfg, int sig_fd)
         new_matchkey(&s);
         s.tracker_timer = ev_timer_add(s.loop, 0, tracker_tick, &s);
     }
+    srv_listen(&s);
     srv_accepting(&s, 1);
     rc = ev_run(s.loop) < 0 ? 1 : 0;
 out:

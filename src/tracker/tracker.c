@@ -21,6 +21,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/listener.h"
 #include "base/peercap.h"
 #include "base/sig.h"
 #include "tracker/proto.h"
@@ -59,7 +60,7 @@ struct tracker {
     ev_loop_t *loop;
     sched_t *sched;
     int lfd, port, sig_fd;
-    ev_timer_t *accept_timer; /* accepting paused: out of descriptors */
+    listener_t lis;
     uint64_t next_id;
     size_t nconns;
     peercap_t peers; /* open connections per peer address (--max-conns-per-peer) */
@@ -620,65 +621,34 @@ static void conn_create(tracker_t *t, int fd, const char *ip, int port)
     log_debug("%s: #%llu from %s:%d", __func__, (unsigned long long)c->id, ip, port);
 }
 
-static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask);
-
-static int64_t tracker_accept_resume(ev_loop_t *loop, ev_timer_t *tm, void *data)
+static int tracker_on_conn(void *data, int fd, const char *ip, int port,
+                           const struct sockaddr_storage *addr)
 {
-    tracker_t *t = data;
-    t->accept_timer = NULL;
-    ev_add(loop, t->lfd, EV_READ, tracker_on_accept, t);
-    return EV_NOMORE;
+    conn_create(data, fd, ip, port);
+    return 0;
 }
 
-/* The listener stays readable while accept fails for want of descriptors:
- * stop watching it for a while instead of spinning and flooding the log. */
-static void tracker_accept_pause(tracker_t *t, const char *err)
+static size_t tracker_count(void *data)
 {
-    ev_del(t->loop, t->lfd, EV_READ);
-    if (t->accept_timer)
-        return;
-    log_warn("tracker: %s; not accepting for %d ms", err, NET_ACCEPT_PAUSE_MS);
-    t->accept_timer = ev_timer_add(t->loop, NET_ACCEPT_PAUSE_MS, tracker_accept_resume, t);
+    return ((tracker_t *)data)->nconns;
 }
 
-static void tracker_on_accept(ev_loop_t *loop, int fd, void *data, int mask)
+static int tracker_listen(tracker_t *t)
 {
-    tracker_t *t = data;
-    /* Bounded batch so a connection storm cannot starve established peers. */
-    for (int i = 0; i < 256; i++) {
-        char ip[NET_IP_LEN], err[NET_ERR_LEN] = "";
-        int port = 0;
-        int cfd = net_accept(fd, ip, sizeof(ip), &port, err);
-        if (cfd == NET_ACCEPT_BUSY) {
-            tracker_accept_pause(t, err);
-            return;
-        }
-        if (cfd < 0) {
-            if (err[0])
-                log_warn("tracker: %s", err);
-            return;
-        }
-        if (!acl_allows(t->cfg.allow, ip)) {
-            log_warn("tracker: %s:%d: not in --allow; refusing", ip, port);
-            close(cfd);
-            continue;
-        }
-        if (t->nconns >= t->cfg.max_conns) {
-            log_warn("tracker: %s:%d: connection limit %zu reached; refusing", ip, port,
-                     t->cfg.max_conns);
-            close(cfd);
-            continue;
-        }
-        int pc = peercap_take_ip(&t->peers, ip);
-        if (pc < 0) {
-            log_warn("tracker: %s:%d: %s; refusing", ip, port,
-                     pc == PEERCAP_FULL ? "--max-conns-per-peer reached for this address"
-                                        : "out of memory");
-            close(cfd);
-            continue;
-        }
-        conn_create(t, cfd, ip, port);
-    }
+    const listener_config_t lc = {
+        .name = "tracker",
+        .port_name = "",
+        .allow = t->cfg.allow,
+        .max_conns = t->cfg.max_conns,
+        .count = tracker_count,
+        .peers = &t->peers,
+        .peer_full = "--max-conns-per-peer reached for this address",
+        .batch = 256,
+        .on_conn = tracker_on_conn,
+        .data = t,
+    };
+    listener_init(&t->lis, t->loop, t->lfd, &lc);
+    return listener_enable(&t->lis, 1);
 }
 
 static void tracker_on_signal(ev_loop_t *loop, int fd, void *data, int mask)
@@ -731,7 +701,7 @@ tracker_t *tracker_create(const tracker_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "%s", nerr);
         goto fail;
     }
-    if (ev_add(t->loop, t->lfd, EV_READ, tracker_on_accept, t) < 0) {
+    if (tracker_listen(t) < 0) {
         snprintf(err, errlen, "cannot watch the listening socket");
         goto fail;
     }
