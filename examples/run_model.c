@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net_model.h"
+#include "net_reference.h"
 #include "tvmrpc/client.h"
 
 /* Relative tolerance: the device may sum in another order (threads). */
@@ -197,43 +197,7 @@ static int time_run(tvmrpc_sess_t *s, uint64_t exec, int number, int repeat, dou
     return rc < 0 ? fail(s, rc, "time evaluator") : 0;
 }
 
-/* ---- the plain C reference -------------------------------------------------------- */
-
-/* conv2d 3x3, 8 filters, padding 1, + bias, relu: [3,16,16] -> [8,16,16]. */
-static void ref_conv(const float *x, const float *w, const float *b, float *y)
-{
-    for (int k = 0; k < NET_K; k++)
-        for (int oh = 0; oh < NET_H; oh++)
-            for (int ow = 0; ow < NET_W; ow++) {
-                float acc = 0;
-                for (int c = 0; c < NET_C; c++)
-                    for (int r = 0; r < 3; r++)
-                        for (int q = 0; q < 3; q++) {
-                            int ih = oh + r - 1, iw = ow + q - 1;
-                            if (ih >= 0 && ih < NET_H && iw >= 0 && iw < NET_W)
-                                acc += x[(c * NET_H + ih) * NET_W + iw] *
-                                       w[((k * NET_C + c) * 3 + r) * 3 + q];
-                        }
-                acc += b[k];
-                y[(k * NET_H + oh) * NET_W + ow] = acc > 0 ? acc : 0;
-            }
-}
-
-static void net_reference(const float *x, float *out)
-{
-    static float w0[NET_CONV_W], b0[NET_K], w1[NET_OUT * NET_FLAT], b1[NET_OUT], y[NET_FLAT];
-    net_fill(w0, NET_CONV_W, NET_SEED_P0);
-    net_fill(b0, NET_K, NET_SEED_P1);
-    net_fill(w1, NET_OUT * NET_FLAT, NET_SEED_P2);
-    net_fill(b1, NET_OUT, NET_SEED_P3);
-    ref_conv(x, w0, b0, y);
-    for (int o = 0; o < NET_OUT; o++) {
-        float acc = 0;
-        for (int i = 0; i < NET_FLAT; i++)
-            acc += y[i] * w1[o * NET_FLAT + i];
-        out[o] = acc + b1[o];
-    }
-}
+/* ---- the plain C reference: net_reference() of net_reference.h ------------------ */
 
 /* Largest |got - want| relative to 1 + |want|. */
 static float max_rel_diff(const float *got, const float *want, int n)

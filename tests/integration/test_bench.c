@@ -22,44 +22,13 @@ static hproc_t srv, trk, px, psrv;
 
 /* ---- processes ---------------------------------------------------------------- */
 
-static int log_port(hproc_t *p)
-{
-    FILE *fp = fopen(p->log_path, "r");
-    char line[1024];
-    int port = 0;
-    while (fp && !port && fgets(line, sizeof(line), fp)) {
-        char *at = strstr(line, "bind to 127.0.0.1:");
-        if (at)
-            port = atoi(at + strlen("bind to 127.0.0.1:"));
-    }
-    if (fp)
-        fclose(fp);
-    return port;
-}
-
-static int spawn_bound(hproc_t *p, const char *const *argv)
-{
-    if (h_spawn(p, argv) < 0 || h_wait_log(p, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
-        h_dump_log(p);
-        return -1;
-    }
-    p->port = log_port(p);
-    return p->port > 0 ? 0 : -1;
-}
-
 static int setup(void **state)
 {
-    static const char *const server[] = {"server", "--host", "127.0.0.1", "--port", "0", NULL};
-    static const char *const proxy[] = {"proxy", "--host",     "127.0.0.1", "--port",
-                                        "0",     "--web-port", "0",         NULL};
-    if (spawn_bound(&srv, server) < 0 || h_start_tracker(&trk, NULL) < 0 ||
-        spawn_bound(&px, proxy) < 0)
+    if (h_start_server(&srv, NULL) < 0 || h_start_tracker(&trk, NULL) < 0 ||
+        h_start_proxy(&px, NULL) < 0)
         return -1;
-    char port[16];
-    snprintf(port, sizeof(port), "%d", px.port);
-    const char *through[] = {"server", "--through-proxy", "--host", "127.0.0.1", "--port",
-                             port,     "--key",           PX_KEY,   NULL};
-    if (h_spawn(&psrv, through) < 0 || h_wait_log(&px, "waits for key " PX_KEY, H_TIMEOUT_MS) < 0) {
+    if (h_start_server_through(&psrv, px.port, PX_KEY, NULL) < 0 ||
+        h_wait_log(&px, "waits for key " PX_KEY, H_TIMEOUT_MS) < 0) {
         h_dump_log(&px);
         h_dump_log(&psrv);
         return -1;

@@ -37,48 +37,20 @@ static cli_t r;
 
 /* ---- processes ------------------------------------------------------------ */
 
-static int bound_port(hproc_t *p)
-{
-    if (h_wait_log(p, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
-        h_dump_log(p);
-        return -1;
-    }
-    char line[512];
-    FILE *fp = fopen(p->log_path, "r");
-    while (fp && !p->port && fgets(line, sizeof(line), fp)) {
-        char *at = strstr(line, "bind to 127.0.0.1:");
-        if (at)
-            p->port = atoi(at + strlen("bind to 127.0.0.1:"));
-    }
-    if (fp)
-        fclose(fp);
-    return p->port > 0 ? 0 : -1;
-}
-
 static int start_all(void **state)
 {
-    const char *d[] = {"server", "--host", "127.0.0.1", "--port", "0", "--key", "files", NULL};
-    if (h_spawn(&direct, d) < 0 || bound_port(&direct) < 0)
+    const char *d[] = {"--key", "files", NULL};
+    if (h_start_server(&direct, d) < 0)
         return -1;
     snprintf(direct_addr, sizeof(direct_addr), "127.0.0.1:%d", direct.port);
     if (h_start_tracker(&tracker, NULL) < 0)
         return -1;
     snprintf(tracker_addr, sizeof(tracker_addr), "127.0.0.1:%d", tracker.port);
-    const char *t[] = {"server",    "--host",     "127.0.0.1", "--port", "0",
-                       "--tracker", tracker_addr, "--key",     "trk",    NULL};
-    if (h_spawn(&tracked, t) < 0 || bound_port(&tracked) < 0)
-        return -1;
-    const char *px[] = {"proxy", "--host", "127.0.0.1", "--port", "0", "--web-port", "0", NULL};
-    if (h_spawn(&proxy, px) < 0 || bound_port(&proxy) < 0)
+    const char *t[] = {"--tracker", tracker_addr, "--key", "trk", NULL};
+    if (h_start_server(&tracked, t) < 0 || h_start_proxy(&proxy, NULL) < 0)
         return -1;
     snprintf(proxy_addr, sizeof(proxy_addr), "127.0.0.1:%d", proxy.port);
-    char pport[16];
-    snprintf(pport, sizeof(pport), "%d", proxy.port);
-    const char *b[] = {"server", "--through-proxy", "--host", "127.0.0.1", "--port",
-                       pport,    "--key",           "prx",    NULL};
-    if (h_spawn(&behind, b) < 0 || h_wait_log(&behind, "serving through proxy", H_TIMEOUT_MS) < 0)
-        return -1;
-    return 0;
+    return h_start_server_through(&behind, proxy.port, "prx", NULL);
 }
 
 static int stop_all(void **state)
@@ -92,32 +64,14 @@ static int stop_all(void **state)
 
 /* ---- a fresh working directory per test ------------------------------------- */
 
-static int rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[512];
-    while (d && (e = readdir(d))) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    }
-    if (d)
-        closedir(d);
-    return rmdir(dir);
-}
-
 static int wd_setup(void **state)
 {
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(wd, sizeof(wd), "%s/tvmrpc-cli-files-XXXXXX", tmp);
-    return mkdtemp(wd) ? 0 : -1;
+    return h_make_tmpdir(wd, sizeof(wd), "cli-files");
 }
 
 static int wd_teardown(void **state)
 {
-    rm_tree(wd);
+    h_rm_tree(wd);
     return 0;
 }
 
@@ -199,19 +153,12 @@ static void slurp(const char *path, char *out, size_t outlen)
         fclose(fp);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait for pid with a deadline; exit status, 128+signal, or -1 (killed). */
 static int reap(pid_t pid, int64_t deadline)
 {
     int st;
     while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
+        if (h_now_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             return -1;
@@ -248,7 +195,7 @@ static int cli_run(cli_t *c, const char *const *argv)
         dup2(e, 2);
         exec_cli(argv);
     }
-    c->status = reap(pid, now_ms() + CLI_MS);
+    c->status = reap(pid, h_now_ms() + CLI_MS);
     slurp(out, c->out, sizeof(c->out));
     slurp(err, c->err, sizeof(c->err));
     unlink(out);
@@ -303,7 +250,7 @@ static void test_put_as_get_dir(void **state)
                                "          10  remote.bin\n");
     assert_same_files("local.bin", "out/remote.bin");
     assert_same_files("local.bin", "out/local.bin");
-    rm_tree(out);
+    h_rm_tree(out);
 }
 
 /* Each command is its own session: what one put is gone for the next. */
@@ -403,9 +350,7 @@ static void test_local_and_usage_errors(void **state)
 static void test_unreachable(void **state)
 {
     hproc_t dead = {0};
-    const char *d[] = {"server", "--host", "127.0.0.1", "--port", "0", NULL};
-    assert_int_equal(h_spawn(&dead, d), 0);
-    assert_int_equal(bound_port(&dead), 0);
+    assert_int_equal(h_start_server(&dead, NULL), 0);
     h_stop(&dead); /* its port is now free */
     char addr[64], port[16];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", dead.port);
@@ -464,13 +409,7 @@ static void test_chain_with_call(void **state)
 static void test_chain_with_run(void **state)
 {
     char lib[PATH_MAX];
-    const char *env = getenv("TVMRPC_FIXTURES");
-    const char *bin = h_bin(), *slash = strrchr(bin, '/');
-    if (env)
-        snprintf(lib, sizeof(lib), "%s/vadd.so", env);
-    else
-        snprintf(lib, sizeof(lib), "%.*s/tests/fixtures/vadd.so", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
+    snprintf(lib, sizeof(lib), "%s/vadd.so", h_fixture_dir());
     if (access(lib, R_OK) != 0) {
         fprintf(stderr, "    %s not built: skipped\n", lib);
         skip();
@@ -507,8 +446,8 @@ static void test_progress_on_tty(void **state)
     static char tty[1 << 16];
     size_t len = 0;
     int status = -1, exited = 0;
-    int64_t deadline = now_ms() + CLI_MS;
-    while (!exited && now_ms() < deadline) {
+    int64_t deadline = h_now_ms() + CLI_MS;
+    while (!exited && h_now_ms() < deadline) {
         struct pollfd pf = {m, POLLIN, 0};
         if (poll(&pf, 1, 100) > 0 && (pf.revents & POLLIN) && len < sizeof(tty) - 1) {
             ssize_t got = read(m, tty + len, sizeof(tty) - 1 - len);

@@ -22,13 +22,6 @@
 
 static char script[PATH_MAX], runner[PATH_MAX], out_path[PATH_MAX];
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* dirname(path) written to out. */
 static void dir_of(const char *path, char *out, size_t n)
 {
@@ -79,9 +72,9 @@ static int teardown(void **state)
 /* Wait for pid with a deadline; on timeout kill its process group. */
 static int wait_deadline(pid_t pid, int timeout_ms)
 {
-    int64_t end = now_ms() + timeout_ms;
+    int64_t end = h_now_ms() + timeout_ms;
     int st;
-    while (now_ms() < end) {
+    while (h_now_ms() < end) {
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);

@@ -28,54 +28,26 @@
 #include "base/net.h"
 #include "client/rpc_client.h"
 #include "client/tracker_client.h"
+#include "rawcli.h"
 #include "rpc/rpc.h"
 #include "tvmrpc/client.h"
 
 #define IO_MS 30000
 #define MIB ((size_t)1 << 20)
 #define COPY_BYTES (64 * MIB)
-#define MAX_PROCS 8
 #define MAX_DIRS 8
 
-static char fixdir[PATH_MAX - 128];
-
-/* What a test started, undone by cleanup() even after a failed assertion:
- * our processes, processes that are not our children (orphaned workers),
- * work dirs, and a tmpfs mount. */
-static hproc_t procs[MAX_PROCS];
-static int nprocs;
+/* What a test started beyond the harness's tracking (h_proc_new,
+ * h_track_sess), undone by cleanup() even after a failed assertion:
+ * processes that are not our children (orphaned workers), work dirs, and
+ * a tmpfs mount. */
 static pid_t strays[8];
 static int nstrays;
 static char workdirs[MAX_DIRS][PATH_MAX];
 static int nworkdirs;
 static char mountpoint[PATH_MAX];
-static tvmrpc_sess_t *sessions[8];
-static int nsessions;
-
-/* ---- time ---------------------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- bookkeeping ------------------------------------------------------------------ */
-
-static hproc_t *proc_new(void)
-{
-    assert_true(nprocs < MAX_PROCS);
-    hproc_t *p = &procs[nprocs++];
-    memset(p, 0, sizeof(*p));
-    return p;
-}
 
 static void stray_add(pid_t pid)
 {
@@ -83,116 +55,55 @@ static void stray_add(pid_t pid)
         strays[nstrays++] = pid;
 }
 
-static int rm_tree_entry(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode))
-        return unlink(path);
-    DIR *d = opendir(path);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char sub[PATH_MAX];
-        if (snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) < (int)sizeof(sub))
-            rm_tree_entry(sub);
-    }
-    if (d)
-        closedir(d);
-    return rmdir(path);
-}
-
 /* A fresh directory for one server's --work-dir. */
 static const char *workdir_new(void)
 {
     assert_true(nworkdirs < MAX_DIRS);
-    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char *d = workdirs[nworkdirs];
-    snprintf(d, PATH_MAX, "%s/tvmrpc-faults-XXXXXX", tmp);
-    assert_non_null(mkdtemp(d));
+    assert_int_equal(h_make_tmpdir(d, PATH_MAX, "faults"), 0);
     nworkdirs++;
     return d;
 }
 
-/* Sessions are closed by cleanup() unless the test closed them. */
-static tvmrpc_sess_t *sess_track(tvmrpc_sess_t *s)
-{
-    if (s && nsessions < 8)
-        sessions[nsessions++] = s;
-    return s;
-}
-
-/* Stop tracking s; a thread may still be using it, so it is not closed. */
-static void sess_forget(tvmrpc_sess_t *s)
-{
-    for (int i = 0; i < nsessions; i++)
-        if (sessions[i] == s)
-            sessions[i] = NULL;
-}
-
-static void sess_close(tvmrpc_sess_t *s)
-{
-    sess_forget(s);
-    tvmrpc_close(s);
-}
-
 static int cleanup(void **state)
 {
-    for (int i = 0; i < nsessions; i++)
-        tvmrpc_close(sessions[i]);
-    for (int i = 0; i < nprocs; i++)
-        if (procs[i].pid > 0)
-            h_stop(&procs[i]);
+    h_cleanup();
     for (int i = 0; i < nstrays; i++)
         kill(strays[i], SIGKILL);
     if (mountpoint[0] && umount(mountpoint) < 0)
         umount2(mountpoint, MNT_DETACH);
     mountpoint[0] = '\0';
     for (int i = 0; i < nworkdirs; i++)
-        rm_tree_entry(workdirs[i]);
-    nprocs = nstrays = nworkdirs = nsessions = 0;
+        h_rm_tree(workdirs[i]);
+    nstrays = nworkdirs = 0;
     return 0;
 }
 
 /* ---- processes -------------------------------------------------------------------- */
 
-static int log_port(hproc_t *p)
+/* "tvmrpc ARGV..." bound to a port. */
+static hproc_t *spawn_bound(const char *const *argv)
 {
-    char line[512];
-    FILE *fp = fopen(p->log_path, "r");
-    int port = 0;
-    while (fp && !port && fgets(line, sizeof(line), fp)) {
-        char *at = strstr(line, "bind to 127.0.0.1:");
-        if (at)
-            port = atoi(at + strlen("bind to 127.0.0.1:"));
-    }
-    if (fp)
-        fclose(fp);
-    return port;
+    hproc_t *p = h_proc_new();
+    if (h_spawn_bound(p, argv) < 0)
+        fail_msg("%s did not bind a port", argv[0]);
+    return p;
 }
 
-/* "tvmrpc ARGV..." and wait for `ready` in its log (its port if that is the bind line). */
-static hproc_t *spawn_ready(const char *const *argv, const char *ready)
+/* Wait for needle in p's log; fail with the log if it never comes. */
+static void expect_log(hproc_t *p, const char *needle)
 {
-    hproc_t *p = proc_new();
-    if (h_spawn(p, argv) < 0 || h_wait_log(p, ready, H_TIMEOUT_MS) < 0) {
+    if (h_wait_log(p, needle, H_TIMEOUT_MS) < 0) {
         h_dump_log(p);
-        fail_msg("%s did not log \"%s\"", argv[0], ready);
+        fail_msg("no \"%s\" in the log", needle);
     }
-    p->port = log_port(p);
-    return p;
 }
 
 /* A port nobody listens on right now. */
 static int free_port(void)
 {
-    char err[NET_ERR_LEN];
-    int port;
-    int fd = net_listen_range("127.0.0.1", 0, 0, 1, &port, err);
-    assert_true(fd >= 0);
-    close(fd);
+    int port = h_free_port();
+    assert_true(port > 0);
     return port;
 }
 
@@ -202,7 +113,7 @@ static hproc_t *start_tracker_at(int port)
     snprintf(p0, sizeof(p0), "%d", port);
     snprintf(p1, sizeof(p1), "%d", port ? port + 1 : 0);
     const char *argv[] = {"tracker", "--host", "127.0.0.1", "--port", p0, "--port-end", p1, NULL};
-    return spawn_ready(argv, "bind to 127.0.0.1:");
+    return spawn_bound(argv);
 }
 
 /* A direct server; tracker_port 0 = none. extra may be NULL. */
@@ -210,8 +121,8 @@ static hproc_t *start_server(const char *key, int tracker_port, const char *work
                              const char *const *extra)
 {
     char taddr[64];
-    const char *argv[32] = {"server", "--host", "127.0.0.1", "--port", "0", "--key", key};
-    int n = 7;
+    const char *argv[32] = {"--key", key};
+    int n = 2;
     if (tracker_port) {
         snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", tracker_port);
         argv[n++] = "--tracker";
@@ -224,49 +135,39 @@ static hproc_t *start_server(const char *key, int tracker_port, const char *work
     for (int i = 0; extra && extra[i] && n < 31; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
-    return spawn_ready(argv, "bind to 127.0.0.1:");
+    hproc_t *p = h_proc_new();
+    if (h_start_server(p, argv) < 0)
+        fail_msg("the server with key %s did not start", key);
+    return p;
 }
 
 static hproc_t *start_server_through(const char *key, int proxy_port, const char *workdir)
 {
-    char port[16];
-    snprintf(port, sizeof(port), "%d", proxy_port);
-    const char *argv[] = {"server", "--through-proxy", "--host", "127.0.0.1",  "--port",
-                          port,     "--key",           key,      "--work-dir", workdir,
-                          NULL};
-    return spawn_ready(argv, "serving through proxy");
+    const char *extra[] = {"--work-dir", workdir, NULL};
+    hproc_t *p = h_proc_new();
+    if (h_start_server_through(p, proxy_port, key, extra) < 0)
+        fail_msg("the server with key %s did not connect to the proxy", key);
+    return p;
 }
 
 static hproc_t *start_proxy(int tracker_port)
 {
     char taddr[64];
     snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", tracker_port);
-    const char *argv[] = {"proxy",      "--host", "127.0.0.1", "--port", "0",
-                          "--web-port", "0",      "--tracker", taddr,    NULL};
-    return spawn_ready(argv, "bind to 127.0.0.1:");
-}
-
-/* Forked children of pid (a server's session workers). */
-static int children(pid_t pid, pid_t *out, int max)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    FILE *fp = fopen(path, "r");
-    int n = 0, v;
-    while (fp && n < max && fscanf(fp, "%d", &v) == 1)
-        out[n++] = v;
-    if (fp)
-        fclose(fp);
-    return n;
+    const char *extra[] = {"--tracker", taddr, NULL};
+    hproc_t *p = h_proc_new();
+    if (h_start_proxy(p, extra) < 0)
+        fail_msg("the proxy did not start");
+    return p;
 }
 
 static pid_t only_worker(hproc_t *srv)
 {
     pid_t kids[4];
-    int64_t deadline = now_ms() + H_TIMEOUT_MS;
-    while (children(srv->pid, kids, 4) != 1 && now_ms() < deadline)
-        sleep_ms(5);
-    assert_int_equal(children(srv->pid, kids, 4), 1);
+    int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
+    while (h_children(srv->pid, kids, 4) != 1 && h_now_ms() < deadline)
+        h_sleep_ms(5);
+    assert_int_equal(h_children(srv->pid, kids, 4), 1);
     return kids[0];
 }
 
@@ -309,89 +210,18 @@ static long cpu_ticks(pid_t pid)
     return utime + stime;
 }
 
-static int wait_log_count(hproc_t *p, const char *needle, int before, int timeout_ms)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        if (h_log_count(p, needle) > before)
-            return 0;
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-/* Entries in a --work-dir (session workspaces left behind). */
-static int dir_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
-static int dir_empty(void *dir)
-{
-    return dir_entries(dir) == 0;
-}
-
 static void expect_dir_empty(const char *dir)
 {
-    if (h_wait_until(dir_empty, (void *)dir, H_TIMEOUT_MS) < 0)
-        fail_msg("%s still holds %d entries", dir, dir_entries(dir));
+    if (h_wait_until(h_dir_is_empty, (void *)dir, H_TIMEOUT_MS) < 0)
+        fail_msg("%s still holds %d entries", dir, h_dir_entries(dir));
 }
 
 /* ---- tracker view ---------------------------------------------------------------- */
 
-static char *summary(int port)
+static void wait_summary(int port, const char *needle, int present, int timeout_ms)
 {
-    char err[256];
-    int fd = tc_connect("127.0.0.1", port, 0, 2000, err, sizeof(err));
-    if (fd < 0)
-        return NULL;
-    char *s =
-        tc_send(fd, "[6]", 2000, err, sizeof(err)) == 0 ? h_tracker_recv_text(fd, 2000) : NULL;
-    close(fd);
-    return s;
-}
-
-typedef struct sq {
-    int port;
-    const char *needle;
-} sq_t;
-
-static int summary_has(void *arg)
-{
-    sq_t *q = arg;
-    char *s = summary(q->port);
-    int ok = s && strstr(s, q->needle);
-    free(s);
-    return ok;
-}
-
-static int summary_lacks(void *arg)
-{
-    sq_t *q = arg;
-    char *s = summary(q->port);
-    int ok = s && !strstr(s, q->needle);
-    free(s);
-    return ok;
-}
-
-static void wait_summary(int port, const char *needle, int want, int timeout_ms)
-{
-    sq_t q = {port, needle};
-    if (h_wait_until(want ? summary_has : summary_lacks, &q, timeout_ms) == 0)
-        return;
-    char *s = summary(port);
-    fprintf(stderr, "SUMMARY %s %s within %d ms; last: %s\n", want ? "never had" : "still has",
-            needle, timeout_ms, s ? s : "(none)");
-    free(s);
-    fail_msg("tracker view");
+    if (h_wait_summary(port, needle, present, timeout_ms) < 0)
+        fail_msg("tracker view");
 }
 
 /* `"KEY": {"free": N` */
@@ -400,6 +230,19 @@ static void wait_free(int port, const char *key, int n, int timeout_ms)
     char needle[128];
     snprintf(needle, sizeof(needle), "\"%s\": {\"free\": %d,", key, n);
     wait_summary(port, needle, 1, timeout_ms);
+}
+
+/* A tracker and a server registered (free) with it under key, with a
+ * fresh --work-dir (in *wd unless NULL). Returns the server. */
+static hproc_t *tracked_server(const char *key, hproc_t **t, const char **wd)
+{
+    *t = start_tracker_at(0);
+    const char *dir = workdir_new();
+    if (wd)
+        *wd = dir;
+    hproc_t *srv = start_server(key, (*t)->port, dir, NULL);
+    wait_free((*t)->port, key, 1, H_TIMEOUT_MS);
+    return srv;
 }
 
 /* ---- client library ---------------------------------------------------------------- */
@@ -415,7 +258,7 @@ static tvmrpc_sess_t *request_sess(int tracker_port, const char *key, double ses
         tvmrpc_request_opts("127.0.0.1", tracker_port, key, 1, 3, &o, err, sizeof(err));
     if (!s)
         fail_msg("request %s: %s", key, err);
-    return sess_track(s);
+    return h_track_sess(s);
 }
 
 static tvmrpc_sess_t *connect_sess(int port, const char *key, double session_timeout)
@@ -428,20 +271,7 @@ static tvmrpc_sess_t *connect_sess(int port, const char *key, double session_tim
     tvmrpc_sess_t *s = tvmrpc_connect_opts("127.0.0.1", port, key, &o, err, sizeof(err));
     if (!s)
         fail_msg("connect to %d: %s", port, err);
-    return sess_track(s);
-}
-
-static int call_global(tvmrpc_sess_t *s, const char *name, const tvmrpc_value_t *args, int n,
-                       tvmrpc_value_t *ret)
-{
-    uint64_t f;
-    int rc = tvmrpc_get_func(s, name, &f);
-    if (rc < 0)
-        return rc;
-    rc = tvmrpc_call(s, f, args, n, ret);
-    if (rc != TVMRPC_ERR_IO && rc != TVMRPC_ERR_TIMEOUT && rc != TVMRPC_ERR_PROTOCOL)
-        tvmrpc_free_handle(s, f, TVMRPC_FUNC);
-    return rc;
+    return h_track_sess(s);
 }
 
 static void expect_rc(tvmrpc_sess_t *s, int rc, int want)
@@ -454,7 +284,7 @@ static void expect_rc(tvmrpc_sess_t *s, int rc, int want)
 static void echo_ok(tvmrpc_sess_t *s)
 {
     tvmrpc_value_t a = tvmrpc_v_int(4242), v;
-    expect_rc(s, call_global(s, "testing.echo", &a, 1, &v), 0);
+    expect_rc(s, h_call_global(s, "testing.echo", &a, 1, &v), 0);
     assert_int_equal(v.kind, TVMRPC_INT);
     assert_int_equal(v.u.i, 4242);
 }
@@ -464,134 +294,51 @@ static void fresh_session_ok(int tracker_port, const char *key)
 {
     tvmrpc_sess_t *s = request_sess(tracker_port, key, 0);
     echo_ok(s);
-    sess_close(s);
+    h_close_sess(s);
 }
 
 /* Upload a fixture library and get one of its functions. */
 static uint64_t fixture_func(tvmrpc_sess_t *s, const char *lib, const char *fname)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", fixdir, lib);
+    snprintf(path, sizeof(path), "%s/%s", h_fixture_dir(), lib);
     expect_rc(s, tvmrpc_upload_file(s, path, lib), 0);
     tvmrpc_value_t name = tvmrpc_v_str(lib), mod, fv;
-    expect_rc(s, call_global(s, "tvm.rpc.server.load_module", &name, 1, &mod), 0);
+    expect_rc(s, h_call_global(s, "tvm.rpc.server.load_module", &name, 1, &mod), 0);
     assert_int_equal(mod.kind, TVMRPC_MODULE);
     tvmrpc_value_t gf[3] = {tvmrpc_v_handle(TVMRPC_MODULE, mod.u.h), tvmrpc_v_str(fname),
                             tvmrpc_v_bool(1)};
-    expect_rc(s, call_global(s, "tvm.rpc.server.ModuleGetFunction", gf, 3, &fv), 0);
+    expect_rc(s, h_call_global(s, "tvm.rpc.server.ModuleGetFunction", gf, 3, &fv), 0);
     assert_int_equal(fv.kind, TVMRPC_FUNC);
     return fv.u.h;
 }
 
 /* ---- a raw client that can stop anywhere ------------------------------------------- */
 
-typedef struct raw {
-    int fd;
-    buf_t in;
-} raw_t;
-
-static const uint8_t k_init[29] = {0x15, 0, 0, 0, 0, 0,   0,   0,   2,   0,   0, 0, 5, 0, 0,
-                                   0,    0, 0, 0, 0, '0', '.', '8', '.', '0', 0, 0, 0, 0};
-
-static int raw_recv(raw_t *r, int32_t *code)
-{
-    uint8_t hdr[RPC_PACKET_HEADER];
-    if (net_read_full(r->fd, hdr, sizeof(hdr), IO_MS, NULL, NULL) < 0)
-        return -1;
-    uint64_t len = le64(hdr);
-    if (len < 4 || len > MIB)
-        return -1;
-    *code = (int32_t)le32(hdr + 8);
-    buf_reset(&r->in);
-    uint8_t *p = buf_tail(&r->in, (size_t)len - 4);
-    if (!p || net_read_full(r->fd, p, (size_t)len - 4, IO_MS, NULL, NULL) < 0)
-        return -1;
-    buf_commit(&r->in, (size_t)len - 4);
-    return 0;
-}
-
-/* Handshake with key (a server's, or a proxy's slot), then kInitServer. */
-static int raw_open(raw_t *r, const char *host, int port, const char *key)
-{
-    char err[NET_ERR_LEN];
-    buf_init(&r->in, 0);
-    r->fd = net_connect(host, port, IO_MS, err);
-    if (r->fd < 0)
-        return -1;
-    uint8_t b[8 + 512];
-    size_t kl = strlen(key);
-    if (kl > 512 - 7)
-        return -1;
-    put_le32(b, RPC_MAGIC);
-    put_le32(b + 4, (uint32_t)(7 + kl));
-    memcpy(b + 8, "client:", 7);
-    memcpy(b + 15, key, kl);
-    uint8_t st[8], skey[256];
-    int32_t code;
-    if (net_write_full(r->fd, b, 15 + kl, IO_MS, err) < 0 ||
-        net_read_full(r->fd, st, 8, IO_MS, NULL, err) < 0 || le32(st) != RPC_CODE_SUCCESS ||
-        le32(st + 4) > sizeof(skey) ||
-        net_read_full(r->fd, skey, le32(st + 4), IO_MS, NULL, err) < 0 ||
-        net_write_full(r->fd, k_init, sizeof(k_init), IO_MS, err) < 0 || raw_recv(r, &code) < 0)
-        return -1;
-    return code == RPC_RETURN ? 0 : -1;
-}
-
-/* One classic request; the single value of its reply in *out. */
-static int raw_request(raw_t *r, int32_t code, const rpc_value_t *args, int n, rpc_value_t *out)
-{
-    buf_t b;
-    buf_init(&b, 0);
-    size_t at = rpc_packet_begin(&b, code);
-    rpc_codec_classic.encode_args(&b, args, n);
-    rpc_packet_end(&b, at);
-    int rc = net_write_full(r->fd, buf_head(&b), b.len, IO_MS, NULL);
-    buf_free(&b);
-    int32_t rcode;
-    if (rc < 0 || raw_recv(r, &rcode) < 0 || rcode != RPC_RETURN)
-        return -1;
-    rpc_tensor_t t[1];
-    int nv;
-    char err[128];
-    rd_t rd = rd_make(buf_head(&r->in), r->in.len);
-    return rpc_codec_classic.decode(&rd, out, t, 1, &nv, err, sizeof(err)) == 0 && nv == 1 ? 0 : -1;
-}
-
-/* Open a session, allocate 64 MiB and send half of a kCopyToRemote filling
- * it. Returns the fd, left open so the caller decides how the client dies. */
+/* Open a classic session, allocate 64 MiB and send half of a kCopyToRemote
+ * filling it. Returns the fd, left open so the caller decides how the
+ * client dies. */
 static int raw_half_copy(const char *host, int port, const char *key)
 {
-    raw_t r;
-    if (raw_open(&r, host, port, key) < 0)
+    rawcli_t r;
+    if (rawcli_open(&r, host, port, key, &rpc_codec_classic) < 0)
         return -1;
-    /* A string argument settles the generation (classic) before the tensor. */
-    rpc_value_t name = {.kind = RV_STR}, v;
-    name.u.s.p = "testing.nop";
-    name.u.s.len = strlen("testing.nop");
     rpc_tensor_t t = {.dev = {1, 0}, .ndim = 1, .dtype = {1, 8, 1}, .shape = {(int64_t)COPY_BYTES}};
-    rpc_value_t alloc[2] = {{.kind = RV_TENSOR, .t = &t}, {.kind = RV_NONE}};
-    if (raw_request(&r, RPC_GET_GLOBAL_FUNC, &name, 1, &v) < 0 ||
-        raw_request(&r, RPC_DEV_ALLOC_DATA_WITH_SCOPE, alloc, 2, &v) < 0 || !v.u.h)
-        return -1;
-    t.data = v.u.h;
-    buf_t b;
-    buf_init(&b, 0);
-    rcl_copy_header(&b, RPC_COPY_TO_REMOTE, &t, COPY_BYTES);
     uint8_t *half = malloc(COPY_BYTES / 2);
-    int rc = half ? 0 : -1;
+    /* A string argument settles the generation (classic) before the tensor. */
+    int rc = half && rawcli_get_global(&r, "testing.nop") && rawcli_alloc(&r, &t) == 0 ? 0 : -1;
     if (half)
         memset(half, 0x5a, COPY_BYTES / 2);
-    if (rc == 0 && (net_write_full(r.fd, buf_head(&b), b.len, IO_MS, NULL) < 0 ||
-                    net_write_full(r.fd, half, COPY_BYTES / 2, IO_MS, NULL) < 0))
+    if (rc == 0 &&
+        (rawcli_copy_to_begin(&r, &t, COPY_BYTES) < 0 || rawcli_send(&r, half, COPY_BYTES / 2) < 0))
         rc = -1;
     free(half);
-    buf_free(&b);
-    buf_free(&r.in);
+    int fd = rawcli_detach(&r);
     if (rc < 0) {
-        close(r.fd);
+        close(fd);
         return -1;
     }
-    return r.fd;
+    return fd;
 }
 
 /* REQUEST key from the tracker: the host, port and matchkey of the grant. */
@@ -655,10 +402,9 @@ static void kill_child(pid_t pid)
 
 static void test_server_sigkill_mid_session(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    const char *wd = workdir_new();
-    hproc_t *srv = start_server("fk1", t->port, wd, NULL);
-    wait_free(t->port, "fk1", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    const char *wd;
+    hproc_t *srv = tracked_server("fk1", &t, &wd);
     tvmrpc_sess_t *s = request_sess(t->port, "fk1", 0);
     echo_ok(s);
     pid_t worker = only_worker(srv);
@@ -667,16 +413,16 @@ static void test_server_sigkill_mid_session(void **state)
     assert_int_equal(kill(srv->pid, SIGKILL), 0);
     assert_true(h_wait_exit(srv, H_TIMEOUT_MS) != -1);
     /* The tracker sees the connection close: the server is gone at once. */
-    int64_t t0 = now_ms();
+    int64_t t0 = h_now_ms();
     wait_summary(t->port, "\"key\": \"server:fk1\"", 0, 2000);
-    fprintf(stderr, "    tracker dropped the server after %lld ms\n", (long long)(now_ms() - t0));
+    fprintf(stderr, "    tracker dropped the server after %lld ms\n", (long long)(h_now_ms() - t0));
     wait_free(t->port, "fk1", 0, 2000);
     /* Nobody polices the session any more (timeout, one session at a time):
      * it must end with the server, and its client must see an error. */
     tvmrpc_value_t a = tvmrpc_v_int(1), v;
-    int rc = call_global(s, "testing.echo", &a, 1, &v);
+    int rc = h_call_global(s, "testing.echo", &a, 1, &v);
     int gone = h_wait_until(pid_gone, &worker, 5000) == 0;
-    sess_close(s);
+    h_close_sess(s);
     if (rc == 0 || !gone)
         fail_msg("after SIGKILL of the server its session worker %d %s and the client's next call "
                  "returned %d (%s)",
@@ -687,9 +433,8 @@ static void test_server_sigkill_mid_session(void **state)
 /* An idle server killed: its free slot leaves the tracker at once. */
 static void test_server_sigkill_idle(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    hproc_t *srv = start_server("fk1i", t->port, workdir_new(), NULL);
-    wait_free(t->port, "fk1i", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    hproc_t *srv = tracked_server("fk1i", &t, NULL);
     assert_int_equal(kill(srv->pid, SIGKILL), 0);
     assert_true(h_wait_exit(srv, H_TIMEOUT_MS) != -1);
     wait_free(t->port, "fk1i", 0, 2000);
@@ -754,14 +499,14 @@ static void test_tracker_restart(void **state)
     fprintf(stderr, "    waiting client: %s\n", w.err);
     assert_non_null(strstr(w.err, "Cannot request fk-nobody after 1 retry"));
     /* Same port, empty state: servers and proxies come back by themselves. */
-    int64_t t0 = now_ms();
+    int64_t t0 = h_now_ms();
     hproc_t *t2 = start_tracker_at(port);
     assert_int_equal(t2->port, port);
     wait_free(port, "fk2", 1, 20000);
     wait_free(port, "fk3", 1, 20000);
     wait_summary(port, "\"key\": \"server:fk2\"", 1, H_TIMEOUT_MS);
     wait_summary(port, "\"key\": \"server:proxy[fk3]\"", 1, H_TIMEOUT_MS);
-    fprintf(stderr, "    re-registered within %lld ms\n", (long long)(now_ms() - t0));
+    fprintf(stderr, "    re-registered within %lld ms\n", (long long)(h_now_ms() - t0));
     fresh_session_ok(port, "fk2");
     fresh_session_ok(port, "fk3");
     assert_true(srv->pid > 0 && psrv->pid > 0 && px->pid > 0);
@@ -771,9 +516,8 @@ static void test_tracker_restart(void **state)
  * free slot is not handed to it. */
 static void test_requester_vanishes(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    start_server("fk13", t->port, workdir_new(), NULL);
-    wait_free(t->port, "fk13", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    tracked_server("fk13", &t, NULL);
     tvmrpc_sess_t *s = request_sess(t->port, "fk13", 0);
     int fd = h_tracker_connect(t->port);
     assert_int_equal(h_tracker_send(fd, "[4, \"fk13\", \"\", 1]"), 0);
@@ -781,7 +525,7 @@ static void test_requester_vanishes(void **state)
     close(fd);
     wait_summary(t->port, "\"fk13\": {\"free\": 0, \"pending\": 0}", 1, H_TIMEOUT_MS);
     echo_ok(s);
-    sess_close(s);
+    h_close_sess(s);
     /* A slot taken by nobody would stay away for 4 polls (8 s). */
     wait_free(t->port, "fk13", 1, 3000);
     fresh_session_ok(t->port, "fk13");
@@ -800,7 +544,7 @@ static void test_proxy_killed_and_restarted(void **state)
     snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", t->port);
     const char *pargv[] = {"proxy", "--host",     "127.0.0.1", "--port",    p0,    "--port-end",
                            p1,      "--web-port", "0",         "--tracker", taddr, NULL};
-    hproc_t *px = spawn_ready(pargv, "bind to 127.0.0.1:");
+    hproc_t *px = spawn_bound(pargv);
     const char *wd = workdir_new();
     hproc_t *srv = start_server_through("fk11", port, wd);
     wait_free(t->port, "fk11", 1, H_TIMEOUT_MS);
@@ -811,16 +555,16 @@ static void test_proxy_killed_and_restarted(void **state)
     assert_true(h_wait_exit(px, H_TIMEOUT_MS) != -1);
     wait_summary(t->port, "server:proxy[fk11]", 0, 2000);
     tvmrpc_value_t a = tvmrpc_v_int(1), v;
-    expect_rc(s, call_global(s, "testing.echo", &a, 1, &v), TVMRPC_ERR_IO);
-    sess_close(s);
-    assert_int_equal(wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS), 0);
+    expect_rc(s, h_call_global(s, "testing.echo", &a, 1, &v), TVMRPC_ERR_IO);
+    h_close_sess(s);
+    assert_int_equal(h_wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS), 0);
     expect_dir_empty(wd);
-    int64_t t0 = now_ms();
-    hproc_t *px2 = spawn_ready(pargv, "bind to 127.0.0.1:");
+    int64_t t0 = h_now_ms();
+    hproc_t *px2 = spawn_bound(pargv);
     assert_int_equal(px2->port, port);
     wait_free(t->port, "fk11", 1, 20000);
     fprintf(stderr, "    server back behind the new proxy after %lld ms\n",
-            (long long)(now_ms() - t0));
+            (long long)(h_now_ms() - t0));
     fresh_session_ok(t->port, "fk11");
 }
 
@@ -828,15 +572,14 @@ static void test_proxy_killed_and_restarted(void **state)
 
 static void test_client_killed_mid_copy(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    const char *wd = workdir_new();
-    hproc_t *srv = start_server("fk4", t->port, wd, NULL);
-    wait_free(t->port, "fk4", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    const char *wd;
+    hproc_t *srv = tracked_server("fk4", &t, &wd);
     int ended = h_log_count(srv, "ended after");
     pid_t child = client_child_half_copy(t->port, "fk4");
-    assert_int_equal(dir_entries(wd), 1); /* the session's workspace */
+    assert_int_equal(h_dir_entries(wd), 1); /* the session's workspace */
     kill_child(child);
-    if (wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS) < 0) {
+    if (h_wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS) < 0) {
         h_dump_log(srv);
         fail_msg("the session of a killed client did not end");
     }
@@ -850,10 +593,9 @@ static void test_client_killed_mid_copy(void **state)
 /* Same, the client sending half a packet and resetting the connection. */
 static void test_client_resets_mid_copy(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    const char *wd = workdir_new();
-    hproc_t *srv = start_server("fk4r", t->port, wd, NULL);
-    wait_free(t->port, "fk4r", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    const char *wd;
+    hproc_t *srv = tracked_server("fk4r", &t, &wd);
     char host[256], matchkey[RPC_MAX_KEY_LEN];
     int port;
     grant(t->port, "fk4r", host, &port, matchkey);
@@ -863,7 +605,7 @@ static void test_client_resets_mid_copy(void **state)
     struct linger lg = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
-    assert_int_equal(wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS), 0);
+    assert_int_equal(h_wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS), 0);
     wait_free(t->port, "fk4r", 1, H_TIMEOUT_MS);
     expect_dir_empty(wd);
     fresh_session_ok(t->port, "fk4r");
@@ -926,10 +668,10 @@ static int pump(int a, int b, size_t n, hook_fn hook, void *arg)
     int fds[2] = {a, b};
     size_t sent[2] = {0, 0}, got[2] = {0, 0};
     static uint8_t buf[65536];
-    int64_t deadline = now_ms() + 60000;
+    int64_t deadline = h_now_ms() + 60000;
     net_set_nonblock(a, 1);
     net_set_nonblock(b, 1);
-    while ((got[0] < n || got[1] < n) && now_ms() < deadline) {
+    while ((got[0] < n || got[1] < n) && h_now_ms() < deadline) {
         if (hook && got[0] + got[1] >= n) {
             hook(arg);
             hook = NULL;
@@ -995,7 +737,7 @@ static void test_proxy_peer_vanishes(void **state)
     /* The survivor of each broken pair is closed. */
     assert_true(h_peer_closed(vic_cli, H_TIMEOUT_MS));
     close(vic_cli);
-    if (wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS) < 0) {
+    if (h_wait_log_count(srv, "ended after", ended, H_TIMEOUT_MS) < 0) {
         h_dump_log(px);
         fail_msg("the server behind the proxy still serves a vanished client");
     }
@@ -1022,10 +764,9 @@ static void server_recovered(hproc_t *t, hproc_t *srv, const char *key, const ch
 
 static void test_kernel_segfault(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    const char *wd = workdir_new();
-    hproc_t *srv = start_server("fk6", t->port, wd, NULL);
-    wait_free(t->port, "fk6", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    const char *wd;
+    hproc_t *srv = tracked_server("fk6", &t, &wd);
     tvmrpc_sess_t *s = request_sess(t->port, "fk6", 0);
     /* A kernel error first: an exception, and the session goes on. */
     uint64_t fail = fixture_func(s, "faulty.so", "fail_msg");
@@ -1035,45 +776,37 @@ static void test_kernel_segfault(void **state)
     echo_ok(s);
     uint64_t segv = fixture_func(s, "faulty.so", "segv");
     expect_rc(s, tvmrpc_call(s, segv, NULL, 0, NULL), TVMRPC_ERR_IO);
-    sess_close(s);
-    if (h_wait_log(srv, "worker killed by signal 11", H_TIMEOUT_MS) < 0) {
-        h_dump_log(srv);
-        fail_msg("no \"worker killed by signal 11\"");
-    }
+    h_close_sess(s);
+    expect_log(srv, "worker killed by signal 11");
     server_recovered(t, srv, "fk6", wd);
 }
 
 /* A kernel that calls abort(), as a failed assert() does. */
 static void test_kernel_abort(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    const char *wd = workdir_new();
-    hproc_t *srv = start_server("fk7", t->port, wd, NULL);
-    wait_free(t->port, "fk7", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    const char *wd;
+    hproc_t *srv = tracked_server("fk7", &t, &wd);
     tvmrpc_sess_t *s = request_sess(t->port, "fk7", 0);
     uint64_t ab = fixture_func(s, "faulty.so", "abort_now");
     expect_rc(s, tvmrpc_call(s, ab, NULL, 0, NULL), TVMRPC_ERR_IO);
-    sess_close(s);
-    if (h_wait_log(srv, "worker killed by signal 6", H_TIMEOUT_MS) < 0) {
-        h_dump_log(srv);
-        fail_msg("no \"worker killed by signal 6\"");
-    }
+    h_close_sess(s);
+    expect_log(srv, "worker killed by signal 6");
     server_recovered(t, srv, "fk7", wd);
 }
 
 static void test_kernel_spins_until_timeout(void **state)
 {
-    hproc_t *t = start_tracker_at(0);
-    const char *wd = workdir_new();
-    hproc_t *srv = start_server("fk8", t->port, wd, NULL);
-    wait_free(t->port, "fk8", 1, H_TIMEOUT_MS);
+    hproc_t *t;
+    const char *wd;
+    hproc_t *srv = tracked_server("fk8", &t, &wd);
     tvmrpc_sess_t *s = request_sess(t->port, "fk8", 2);
     uint64_t spin = fixture_func(s, "faulty.so", "spin");
-    int64_t t0 = now_ms();
+    int64_t t0 = h_now_ms();
     expect_rc(s, tvmrpc_call(s, spin, NULL, 0, NULL), TVMRPC_ERR_TIMEOUT);
     assert_non_null(strstr(tvmrpc_last_error(s), "RPCSessionTimeoutError: Your 2.0s session"));
-    assert_true(now_ms() - t0 < 10000);
-    sess_close(s);
+    assert_true(h_now_ms() - t0 < 10000);
+    h_close_sess(s);
     assert_int_equal(h_wait_log(srv, "timed out", H_TIMEOUT_MS), 0);
     server_recovered(t, srv, "fk8", wd);
 }
@@ -1100,7 +833,7 @@ static void upload_too_big(int port, const char *wd, const char *reason)
     free(list);
     assert_true(empty);
     /* The workspace is the only thing in the work dir, and it is empty. */
-    assert_int_equal(dir_entries(wd), 1);
+    assert_int_equal(h_dir_entries(wd), 1);
     expect_rc(s, tvmrpc_upload(s, "small", 5, "small.txt"), 0);
     void *back = NULL;
     size_t len = 0;
@@ -1108,11 +841,11 @@ static void upload_too_big(int port, const char *wd, const char *reason)
     int same = len == 5 && memcmp(back, "small", 5) == 0;
     free(back);
     assert_true(same);
-    sess_close(s);
+    h_close_sess(s);
     expect_dir_empty(wd);
     s = connect_sess(port, "fk9", 0);
     echo_ok(s);
-    sess_close(s);
+    h_close_sess(s);
 }
 
 static void test_full_disk_tmpfs(void **state)
@@ -1139,7 +872,7 @@ static hproc_t *start_server_fsize(const char *wd, int ignore_sigxfsz)
     /* Both are inherited through fork and exec; put ours back at once. */
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     sigaction(SIGXFSZ, ignore_sigxfsz ? &sa_ign : &sa_dfl, &sa_old);
-    hproc_t *p = proc_new();
+    hproc_t *p = h_proc_new();
     const char *argv[] = {"server", "--host", "127.0.0.1",  "--port", "0",
                           "--key",  "fk9",    "--work-dir", wd,       NULL};
     int rc = h_spawn(p, argv);
@@ -1150,7 +883,8 @@ static hproc_t *start_server_fsize(const char *wd, int ignore_sigxfsz)
         h_dump_log(p);
         fail_msg("server under RLIMIT_FSIZE did not start");
     }
-    p->port = log_port(p);
+    p->port = h_log_port(p);
+    assert_true(p->port > 0);
     return p;
 }
 
@@ -1186,13 +920,13 @@ static void test_server_allow_list(void **state)
     close(fd);
     assert_int_equal(h_wait_log(srv, "not in --allow", H_TIMEOUT_MS), 0);
     char msg[1024];
-    assert_null(sess_track(tvmrpc_connect("127.0.0.1", srv->port, "fk10", 0, msg, sizeof(msg))));
+    assert_null(h_track_sess(tvmrpc_connect("127.0.0.1", srv->port, "fk10", 0, msg, sizeof(msg))));
     assert_int_equal(h_log_count(srv, "started"), 0);
     const char *allow[] = {"--allow", "10.0.0.0/8,127.0.0.1", NULL};
     hproc_t *ok = start_server("fk10", 0, workdir_new(), allow);
     tvmrpc_sess_t *s = connect_sess(ok->port, "fk10", 0);
     echo_ok(s);
-    sess_close(s);
+    h_close_sess(s);
 }
 
 /* Unfinished handshakes from one address are capped: the one over the cap
@@ -1220,11 +954,12 @@ static void test_server_max_conns_per_peer(void **state)
     tvmrpc_sess_t *s = NULL;
     char msg[1024];
     for (int i = 0; i < 100 && !s; i++)
-        if (!(s = sess_track(tvmrpc_connect("127.0.0.1", srv->port, "fk11", 0, msg, sizeof(msg)))))
+        if (!(s = h_track_sess(
+                  tvmrpc_connect("127.0.0.1", srv->port, "fk11", 0, msg, sizeof(msg)))))
             usleep(20000);
     assert_non_null(s);
     echo_ok(s);
-    sess_close(s);
+    h_close_sess(s);
     close(idle[0]);
 }
 
@@ -1244,21 +979,6 @@ static void limit_fds(pid_t pid, rlim_t n, struct rlimit *old)
         *old = cur;
 }
 
-static int fd_count(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static long file_size(const char *path)
 {
     struct stat st;
@@ -1269,7 +989,7 @@ enum { FD_LIMIT = 32, FD_PEERS = 64 };
 
 static int fds_at_limit(void *arg)
 {
-    return fd_count(((hproc_t *)arg)->pid) >= FD_LIMIT;
+    return h_fd_count(((hproc_t *)arg)->pid) >= FD_LIMIT;
 }
 
 /* With its descriptors used up by idle peers, a daemon must wait (neither
@@ -1289,7 +1009,7 @@ static void exhaust_fds(hproc_t *p)
     }
     assert_int_equal(h_wait_until(fds_at_limit, p, H_TIMEOUT_MS), 0);
     long t0 = cpu_ticks(p->pid), log0 = file_size(p->log_path);
-    sleep_ms(1000);
+    h_sleep_ms(1000);
     long used = cpu_ticks(p->pid) - t0, logged = file_size(p->log_path) - log0;
     for (int i = 0; i < FD_PEERS; i++)
         close(fds[i]);
@@ -1310,7 +1030,7 @@ static void test_server_out_of_fds(void **state)
     exhaust_fds(srv);
     tvmrpc_sess_t *s = connect_sess(srv->port, "fk12", 0);
     echo_ok(s);
-    sess_close(s);
+    h_close_sess(s);
 }
 
 static void test_tracker_out_of_fds(void **state)
@@ -1336,16 +1056,6 @@ static void test_proxy_out_of_fds(void **state)
 
 static int group_setup(void **state)
 {
-    const char *env = getenv("TVMRPC_FIXTURES");
-    if (env) {
-        snprintf(fixdir, sizeof(fixdir), "%s", env);
-    } else {
-        char bin[PATH_MAX];
-        snprintf(bin, sizeof(bin), "%s", h_bin());
-        char *slash = strrchr(bin, '/');
-        snprintf(fixdir, sizeof(fixdir), "%.*s/tests/fixtures", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-    }
     /* Crashes must reach the server as signals, not as sanitizer reports;
      * later options win, so the caller's others stay. */
     char asan[1024];

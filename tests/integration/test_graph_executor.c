@@ -21,9 +21,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../fixtures/net_model.h"
+#include "../fixtures/net_reference.h"
 #include "base/buf.h"
 #include "base/net.h"
+#include "rawcli.h"
 #include "rpc/rpc.h"
 #include "trace.h"
 #include "tvmrpc/client.h"
@@ -32,39 +33,8 @@
 #define TOL 1e-4f
 
 static hproc_t srv;
-static char fixdir[PATH_MAX - 128];
 
-/* ---- the reference network --------------------------------------------------- */
-
-static void net_reference(const float *x, float *out)
-{
-    static float w0[NET_CONV_W], b0[NET_K], w1[NET_OUT * NET_FLAT], b1[NET_OUT], y[NET_FLAT];
-    net_fill(w0, NET_CONV_W, NET_SEED_P0);
-    net_fill(b0, NET_K, NET_SEED_P1);
-    net_fill(w1, NET_OUT * NET_FLAT, NET_SEED_P2);
-    net_fill(b1, NET_OUT, NET_SEED_P3);
-    for (int k = 0; k < NET_K; k++)
-        for (int oh = 0; oh < NET_H; oh++)
-            for (int ow = 0; ow < NET_W; ow++) {
-                float acc = 0;
-                for (int c = 0; c < NET_C; c++)
-                    for (int r = 0; r < 3; r++)
-                        for (int q = 0; q < 3; q++) {
-                            int ih = oh + r - 1, iw = ow + q - 1;
-                            if (ih >= 0 && ih < NET_H && iw >= 0 && iw < NET_W)
-                                acc += x[(c * NET_H + ih) * NET_W + iw] *
-                                       w0[((k * NET_C + c) * 3 + r) * 3 + q];
-                        }
-                acc += b0[k];
-                y[(k * NET_H + oh) * NET_W + ow] = acc > 0 ? acc : 0;
-            }
-    for (int o = 0; o < NET_OUT; o++) {
-        float acc = 0;
-        for (int i = 0; i < NET_FLAT; i++)
-            acc += y[i] * w1[o * NET_FLAT + i];
-        out[o] = acc + b1[o];
-    }
-}
+/* ---- the reference network (net_reference.h) ------------------------------------ */
 
 static void expect_close(const float *got, const float *want, int n, const char *what)
 {
@@ -75,32 +45,12 @@ static void expect_close(const float *got, const float *want, int n, const char 
 
 /* ---- files --------------------------------------------------------------------- */
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *p = malloc(n > 0 ? (size_t)n + 1 : 1);
-    if (p && fread(p, 1, (size_t)n, fp) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    if (p)
-        p[n] = '\0';
-    fclose(fp);
-    *len = (size_t)n;
-    return p;
-}
-
 static char *fixture(const char *name, size_t *len)
 {
     char path[PATH_MAX];
     size_t n;
-    snprintf(path, sizeof(path), "%s/%s", fixdir, name);
-    char *p = read_file(path, len ? len : &n);
+    snprintf(path, sizeof(path), "%s/%s", h_fixture_dir(), name);
+    char *p = h_read_file(path, len ? len : &n);
     if (!p)
         fail_msg("missing fixture %s", path);
     return p;
@@ -138,64 +88,15 @@ static sess_t *sess_open(int port)
     return s;
 }
 
-static void ok(sess_t *s, int rc, const char *what)
-{
-    if (rc != TVMRPC_OK) {
-        h_dump_log(&srv);
-        fail_msg("%s: %s (%s)", what, tvmrpc_strerror(rc), tvmrpc_last_error(s));
-    }
-}
-
-/* Call a global function by name; the function handle is freed again,
- * so a returned array is copied out of the session first. */
-static int gcall(sess_t *s, const char *name, const tvmrpc_value_t *args, int n,
-                 tvmrpc_value_t *ret)
-{
-    static tvmrpc_array_t held;
-    uint64_t f;
-    int rc = tvmrpc_get_func(s, name, &f);
-    if (rc != TVMRPC_OK)
-        return rc;
-    rc = tvmrpc_call(s, f, args, n, ret);
-    if (rc == TVMRPC_OK && ret && ret->kind == TVMRPC_TENSOR) {
-        held = *ret->u.arr;
-        ret->u.arr = &held;
-    }
-    tvmrpc_free_handle(s, f, TVMRPC_FUNC);
-    return rc;
-}
-
-/* The call must fail remotely with needle in the message. */
-static void expect_error(sess_t *s, int rc, const char *needle)
-{
-    if (rc != TVMRPC_ERR_REMOTE) {
-        h_dump_log(&srv);
-        fail_msg("expected a remote error with \"%s\", got %s (%s)", needle, tvmrpc_strerror(rc),
-                 tvmrpc_last_error(s));
-    }
-    if (!strstr(tvmrpc_last_error(s), needle))
-        fail_msg("expected \"%s\" in \"%s\"", needle, tvmrpc_last_error(s));
-}
-
 static uint64_t upload_load(sess_t *s, const char *file)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", fixdir, file);
-    ok(s, tvmrpc_upload_file(s, path, file), "upload");
+    snprintf(path, sizeof(path), "%s/%s", h_fixture_dir(), file);
+    h_sess_ok(s, tvmrpc_upload_file(s, path, file), "upload");
     tvmrpc_value_t a = tvmrpc_v_str(file), m;
-    ok(s, gcall(s, "tvm.rpc.server.load_module", &a, 1, &m), "load_module");
+    h_sess_ok(s, h_call_global(s, "tvm.rpc.server.load_module", &a, 1, &m), "load_module");
     assert_int_equal(m.kind, TVMRPC_MODULE);
     return m.u.h;
-}
-
-/* ModuleGetFunction(mod, name, query_imports=True): handle or 0. */
-static uint64_t mod_func(sess_t *s, uint64_t mod, const char *name)
-{
-    tvmrpc_value_t a[3] = {tvmrpc_v_handle(TVMRPC_MODULE, mod), tvmrpc_v_str(name),
-                           tvmrpc_v_bool(1)},
-                   f;
-    ok(s, gcall(s, "tvm.rpc.server.ModuleGetFunction", a, 3, &f), "ModuleGetFunction");
-    return f.kind == TVMRPC_FUNC ? f.u.h : 0;
 }
 
 /* What Python's GraphModule looks up (and the optional functions). */
@@ -224,55 +125,55 @@ static void gm_open(sess_t *s, uint64_t exec, gm_t *g)
                          &g->run_from_inputs,     &g->get_output_info};
     g->mod = exec;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        *slots[i] = mod_func(s, exec, names[i]);
+        *slots[i] = h_mod_func(s, exec, names[i]);
         if (!*slots[i])
             fail_msg("executor has no function %s", names[i]);
     }
-    assert_int_equal(mod_func(s, exec, "no_such_function"), 0);
+    assert_int_equal(h_mod_func(s, exec, "no_such_function"), 0);
 }
 
 static void gm_close(sess_t *s, gm_t *g)
 {
     uint64_t *fs = &g->set_input;
     for (int i = 0; i < 14; i++)
-        ok(s, tvmrpc_free_handle(s, fs[i], TVMRPC_FUNC), "free function");
-    ok(s, tvmrpc_free_handle(s, g->mod, TVMRPC_MODULE), "free executor");
+        h_sess_ok(s, tvmrpc_free_handle(s, fs[i], TVMRPC_FUNC), "free function");
+    h_sess_ok(s, tvmrpc_free_handle(s, g->mod, TVMRPC_MODULE), "free executor");
 }
 
 /* GraphModule.set_input: get_input(key), then copy into the live buffer. */
 static void py_set_input(sess_t *s, const gm_t *g, const char *name, const void *data, size_t n)
 {
     tvmrpc_value_t a = tvmrpc_v_str(name), r;
-    ok(s, tvmrpc_call(s, g->get_input, &a, 1, &r), "get_input");
+    h_sess_ok(s, tvmrpc_call(s, g->get_input, &a, 1, &r), "get_input");
     assert_int_equal(r.kind, TVMRPC_TENSOR);
     tvmrpc_array_t arr = *r.u.arr;
     assert_true(arr.handle != 0);
-    ok(s, tvmrpc_array_copy_from_host(s, &arr, data, n), "copy into get_input's array");
-    ok(s, tvmrpc_array_free(s, &arr), "free input array");
+    h_sess_ok(s, tvmrpc_array_copy_from_host(s, &arr, data, n), "copy into get_input's array");
+    h_sess_ok(s, tvmrpc_array_free(s, &arr), "free input array");
 }
 
 /* GraphModule.get_output(i).numpy(). */
 static void py_get_output(sess_t *s, const gm_t *g, int idx, void *out, size_t n)
 {
     tvmrpc_value_t a = tvmrpc_v_int(idx), r;
-    ok(s, tvmrpc_call(s, g->get_output, &a, 1, &r), "get_output");
+    h_sess_ok(s, tvmrpc_call(s, g->get_output, &a, 1, &r), "get_output");
     assert_int_equal(r.kind, TVMRPC_TENSOR);
     tvmrpc_array_t arr = *r.u.arr;
     assert_int_equal(arr.ndim, 2);
     assert_int_equal(arr.shape[1], NET_OUT);
-    ok(s, tvmrpc_array_copy_to_host(s, &arr, out, n), "copy from get_output's array");
-    ok(s, tvmrpc_array_free(s, &arr), "free output array");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &arr, out, n), "copy from get_output's array");
+    h_sess_ok(s, tvmrpc_array_free(s, &arr), "free output array");
 }
 
 static void call0(sess_t *s, uint64_t f, const char *what)
 {
-    ok(s, tvmrpc_call(s, f, NULL, 0, NULL), what);
+    h_sess_ok(s, tvmrpc_call(s, f, NULL, 0, NULL), what);
 }
 
 static int64_t call_int(sess_t *s, uint64_t f, const tvmrpc_value_t *args, int n)
 {
     tvmrpc_value_t r;
-    ok(s, tvmrpc_call(s, f, args, n, &r), "call");
+    h_sess_ok(s, tvmrpc_call(s, f, args, n, &r), "call");
     assert_int_equal(r.kind, TVMRPC_INT);
     return r.u.i;
 }
@@ -282,9 +183,10 @@ static tvmrpc_array_t alloc_f32(sess_t *s, int ndim, const int64_t *shape, const
     tvmrpc_array_t a;
     tvmrpc_dtype_t f32 = {2, 32, 1};
     tvmrpc_device_t cpu = {1, 0};
-    ok(s, tvmrpc_array_alloc(s, cpu, ndim, shape, f32, NULL, &a), "alloc");
+    h_sess_ok(s, tvmrpc_array_alloc(s, cpu, ndim, shape, f32, NULL, &a), "alloc");
     if (init)
-        ok(s, tvmrpc_array_copy_from_host(s, &a, init, (size_t)tvmrpc_array_nbytes(&a)), "fill");
+        h_sess_ok(s, tvmrpc_array_copy_from_host(s, &a, init, (size_t)tvmrpc_array_nbytes(&a)),
+                  "fill");
     return a;
 }
 
@@ -295,16 +197,16 @@ static const int64_t x_shape[4] = {1, NET_C, NET_H, NET_W}, y_shape[2] = {1, NET
 static uint64_t factory_exec(sess_t *s, const char *file, uint64_t *factory)
 {
     uint64_t fac = upload_load(s, file);
-    uint64_t dflt = mod_func(s, fac, "default");
+    uint64_t dflt = h_mod_func(s, fac, "default");
     assert_true(dflt != 0);
     tvmrpc_value_t dev = tvmrpc_v_device(1, 0), r;
-    ok(s, tvmrpc_call(s, dflt, &dev, 1, &r), "default(cpu0)");
+    h_sess_ok(s, tvmrpc_call(s, dflt, &dev, 1, &r), "default(cpu0)");
     assert_int_equal(r.kind, TVMRPC_MODULE);
-    ok(s, tvmrpc_free_handle(s, dflt, TVMRPC_FUNC), "free default");
+    h_sess_ok(s, tvmrpc_free_handle(s, dflt, TVMRPC_FUNC), "free default");
     if (factory)
         *factory = fac;
     else
-        ok(s, tvmrpc_free_handle(s, fac, TVMRPC_MODULE), "free factory");
+        h_sess_ok(s, tvmrpc_free_handle(s, fac, TVMRPC_MODULE), "free factory");
     return r.u.h;
 }
 
@@ -324,65 +226,24 @@ static void check_run(sess_t *s, const gm_t *g, uint32_t seed, const char *what)
  * once with args: two positive timings. */
 static void time_it(sess_t *s, uint64_t mod, const char *name, const tvmrpc_value_t *args, int n)
 {
-    tvmrpc_value_t a[12] = {tvmrpc_v_handle(TVMRPC_MODULE, mod),
-                            tvmrpc_v_str(name),
-                            tvmrpc_v_int(1),
-                            tvmrpc_v_int(0),
-                            tvmrpc_v_int(10),
-                            tvmrpc_v_int(2),
-                            tvmrpc_v_int(0),
-                            tvmrpc_v_int(100),
-                            tvmrpc_v_int(0),
-                            tvmrpc_v_int(1),
-                            tvmrpc_v_int(0),
-                            tvmrpc_v_str("")},
-                   te, r;
-    ok(s, gcall(s, "runtime.RPCTimeEvaluator", a, 12, &te), "RPCTimeEvaluator");
-    assert_int_equal(te.kind, TVMRPC_FUNC);
-    ok(s, tvmrpc_call(s, te.u.h, args, n, &r), "time evaluator call");
+    tvmrpc_value_t r;
+    uint64_t te;
+    h_sess_ok(s, h_time_evaluator(s, mod, name, 10, 2, &te), "RPCTimeEvaluator");
+    h_sess_ok(s, tvmrpc_call(s, te, args, n, &r), "time evaluator call");
     assert_int_equal(r.kind, TVMRPC_BYTES);
     assert_int_equal(r.u.s.len, 16);
     double t[2];
     memcpy(t, r.u.s.p, 16);
     assert_true(t[0] > 0 && t[1] > 0 && t[0] < 1);
-    ok(s, tvmrpc_free_handle(s, te.u.h, TVMRPC_FUNC), "free evaluator");
+    h_sess_ok(s, tvmrpc_free_handle(s, te, TVMRPC_FUNC), "free evaluator");
 }
 
 /* ---- setup ------------------------------------------------------------------------- */
 
-static int server_port(hproc_t *p)
-{
-    char line[512], *at = NULL;
-    FILE *fp = fopen(p->log_path, "r");
-    while (fp && fgets(line, sizeof(line), fp))
-        if ((at = strstr(line, "bind to 127.0.0.1:")))
-            break;
-    if (fp)
-        fclose(fp);
-    return at ? atoi(at + strlen("bind to 127.0.0.1:")) : 0;
-}
-
 static int group_setup(void **state)
 {
-    const char *env = getenv("TVMRPC_FIXTURES");
-    if (env) {
-        snprintf(fixdir, sizeof(fixdir), "%s", env);
-    } else {
-        char bin[PATH_MAX];
-        snprintf(bin, sizeof(bin), "%s", h_bin());
-        char *slash = strrchr(bin, '/');
-        snprintf(fixdir, sizeof(fixdir), "%.*s/tests/fixtures", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-    }
-    setenv("ASAN_OPTIONS", "handle_segv=0:detect_leaks=0", 1);
-    setenv("TVM_NUM_THREADS", "4", 1);
-    const char *argv[] = {"server", "--host", "127.0.0.1", "--port", "0", NULL};
-    if (h_spawn(&srv, argv) < 0 || h_wait_log(&srv, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
-        h_dump_log(&srv);
-        return -1;
-    }
-    srv.port = server_port(&srv);
-    return srv.port > 0 ? 0 : -1;
+    h_sess_log(&srv); /* a failed check shows the server's log */
+    return h_start_fixture_server(&srv);
 }
 
 static int group_teardown(void **state)
@@ -408,12 +269,12 @@ static void test_factory_flow(void **state)
     key = tvmrpc_v_str("nope");
     assert_int_equal(call_int(s, g.get_input_index, &key, 1), -1);
     tvmrpc_value_t r;
-    ok(s, tvmrpc_call(s, g.get_input_info, NULL, 0, &r), "get_input_info");
+    h_sess_ok(s, tvmrpc_call(s, g.get_input_info, NULL, 0, &r), "get_input_info");
     assert_int_equal(r.kind, TVMRPC_OBJECT);
-    ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free info");
-    ok(s, tvmrpc_call(s, g.get_output_info, NULL, 0, &r), "get_output_info");
+    h_sess_ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free info");
+    h_sess_ok(s, tvmrpc_call(s, g.get_output_info, NULL, 0, &r), "get_output_info");
     assert_int_equal(r.kind, TVMRPC_OBJECT);
-    ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free info");
+    h_sess_ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free info");
 
     check_run(s, &g, NET_SEED_X, "factory executor");
     check_run(s, &g, NET_SEED_X + 1, "factory executor, second input");
@@ -422,77 +283,77 @@ static void test_factory_flow(void **state)
     /* get_output's array is the live buffer: a later run shows through. */
     float x[NET_IN_ELEMS], y[NET_OUT], want[NET_OUT];
     tvmrpc_value_t zero = tvmrpc_v_int(0);
-    ok(s, tvmrpc_call(s, g.get_output, &zero, 1, &r), "get_output");
+    h_sess_ok(s, tvmrpc_call(s, g.get_output, &zero, 1, &r), "get_output");
     tvmrpc_array_t live = *r.u.arr;
     net_fill(x, NET_IN_ELEMS, NET_SEED_X + 2);
     net_reference(x, want);
     py_set_input(s, &g, "data", x, sizeof(x));
     call0(s, g.run, "run");
-    ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy live output");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy live output");
     expect_close(y, want, NET_OUT, "live output array");
 
     /* get_output(index, out) and get_output(head name). */
     tvmrpc_array_t out = alloc_f32(s, 2, y_shape, NULL);
     tvmrpc_value_t a2[2] = {tvmrpc_v_int(0), tvmrpc_v_tensor(&out)};
-    ok(s, tvmrpc_call(s, g.get_output, a2, 2, NULL), "get_output(0, out)");
+    h_sess_ok(s, tvmrpc_call(s, g.get_output, a2, 2, NULL), "get_output(0, out)");
     memset(y, 0, sizeof(y));
-    ok(s, tvmrpc_array_copy_to_host(s, &out, y, sizeof(y)), "copy out");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &out, y, sizeof(y)), "copy out");
     expect_close(y, want, NET_OUT, "get_output(0, out)");
     key = tvmrpc_v_str("tvmgen_default_fused_nn_dense_add");
-    ok(s, tvmrpc_call(s, g.get_output, &key, 1, &r), "get_output by name");
+    h_sess_ok(s, tvmrpc_call(s, g.get_output, &key, 1, &r), "get_output by name");
     assert_int_equal(r.kind, TVMRPC_TENSOR);
-    ok(s, tvmrpc_free_handle(s, r.u.arr->handle, TVMRPC_TENSOR), "free");
+    h_sess_ok(s, tvmrpc_free_handle(s, r.u.arr->handle, TVMRPC_TENSOR), "free");
 
     /* set_input(index, array) and run_from_inputs, also timed. */
     net_fill(x, NET_IN_ELEMS, NET_SEED_X + 3);
     net_reference(x, want);
     tvmrpc_array_t in = alloc_f32(s, 4, x_shape, x);
     tvmrpc_value_t a3[2] = {tvmrpc_v_int(0), tvmrpc_v_tensor(&in)};
-    ok(s, tvmrpc_call(s, g.set_input, a3, 2, NULL), "set_input(0, array)");
+    h_sess_ok(s, tvmrpc_call(s, g.set_input, a3, 2, NULL), "set_input(0, array)");
     call0(s, g.run, "run");
-    ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy live output");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy live output");
     expect_close(y, want, NET_OUT, "set_input by index");
     tvmrpc_value_t rfi[4] = {tvmrpc_v_int(1), tvmrpc_v_int(0), tvmrpc_v_str("data"),
                              tvmrpc_v_tensor(&in)};
-    ok(s, tvmrpc_call(s, g.run_from_inputs, rfi, 4, &r), "run_from_inputs");
+    h_sess_ok(s, tvmrpc_call(s, g.run_from_inputs, rfi, 4, &r), "run_from_inputs");
     assert_int_equal(r.kind, TVMRPC_OBJECT);
-    ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free outputs");
+    h_sess_ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free outputs");
     time_it(s, g.mod, "run_from_inputs", rfi, 4);
 
     /* A second executor of the factory has its own storage. */
     gm_t g2;
-    uint64_t dflt = mod_func(s, fac, "default");
+    uint64_t dflt = h_mod_func(s, fac, "default");
     tvmrpc_value_t dev = tvmrpc_v_device(1, 0);
-    ok(s, tvmrpc_call(s, dflt, &dev, 1, &r), "default(cpu0) again");
+    h_sess_ok(s, tvmrpc_call(s, dflt, &dev, 1, &r), "default(cpu0) again");
     gm_open(s, r.u.h, &g2);
     check_run(s, &g2, NET_SEED_X + 4, "second executor");
-    ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy live output");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy live output");
     expect_close(y, want, NET_OUT, "first executor untouched");
 
     /* The live array keeps its storage after the executor is gone. */
     gm_close(s, &g);
-    ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy after free");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &live, y, sizeof(y)), "copy after free");
     expect_close(y, want, NET_OUT, "array outliving its executor");
-    ok(s, tvmrpc_array_free(s, &live), "free live");
+    h_sess_ok(s, tvmrpc_array_free(s, &live), "free live");
 
     /* Factory functions. */
-    uint64_t gj = mod_func(s, fac, "get_graph_json");
-    ok(s, tvmrpc_call(s, gj, NULL, 0, &r), "get_graph_json");
+    uint64_t gj = h_mod_func(s, fac, "get_graph_json");
+    h_sess_ok(s, tvmrpc_call(s, gj, NULL, 0, &r), "get_graph_json");
     assert_int_equal(r.kind, TVMRPC_STR);
     char *json = fixture("net.json", NULL);
     assert_int_equal(r.u.s.len, strlen(json));
     assert_memory_equal(r.u.s.p, json, strlen(json));
     free(json);
-    uint64_t gp = mod_func(s, fac, "get_graph_params");
-    ok(s, tvmrpc_call(s, gp, NULL, 0, &r), "get_graph_params");
+    uint64_t gp = h_mod_func(s, fac, "get_graph_params");
+    h_sess_ok(s, tvmrpc_call(s, gp, NULL, 0, &r), "get_graph_params");
     assert_int_equal(r.kind, TVMRPC_OBJECT);
-    ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free params");
-    uint64_t rp = mod_func(s, fac, "remove_params");
-    ok(s, tvmrpc_call(s, rp, NULL, 0, &r), "remove_params");
+    h_sess_ok(s, tvmrpc_free_handle(s, r.u.h, TVMRPC_OBJECT), "free params");
+    uint64_t rp = h_mod_func(s, fac, "remove_params");
+    h_sess_ok(s, tvmrpc_call(s, rp, NULL, 0, &r), "remove_params");
     assert_int_equal(r.kind, TVMRPC_MODULE);
     uint64_t bare = r.u.h;
-    uint64_t bd = mod_func(s, bare, "default");
-    ok(s, tvmrpc_call(s, bd, &dev, 1, &r), "bare default(cpu0)");
+    uint64_t bd = h_mod_func(s, bare, "default");
+    h_sess_ok(s, tvmrpc_call(s, bd, &dev, 1, &r), "bare default(cpu0)");
     gm_t g3;
     gm_open(s, r.u.h, &g3);
     net_fill(x, NET_IN_ELEMS, NET_SEED_X);
@@ -524,7 +385,8 @@ static uint64_t create_exec(sess_t *s, uint64_t lib, const char *json)
     tvmrpc_value_t a[4] = {tvmrpc_v_str(json), tvmrpc_v_handle(TVMRPC_MODULE, lib), tvmrpc_v_int(1),
                            tvmrpc_v_int(0)},
                    r;
-    ok(s, gcall(s, "tvm.graph_executor.create", a, 4, &r), "tvm.graph_executor.create");
+    h_sess_ok(s, h_call_global(s, "tvm.graph_executor.create", a, 4, &r),
+              "tvm.graph_executor.create");
     assert_int_equal(r.kind, TVMRPC_MODULE);
     return r.u.h;
 }
@@ -539,13 +401,13 @@ static void test_legacy_create(void **state)
     gm_t g, g2;
     gm_open(s, create_exec(s, lib, json), &g);
     tvmrpc_value_t pb = tvmrpc_v_bytes(params, plen);
-    ok(s, tvmrpc_call(s, g.load_params, &pb, 1, NULL), "load_params");
+    h_sess_ok(s, tvmrpc_call(s, g.load_params, &pb, 1, NULL), "load_params");
     check_run(s, &g, NET_SEED_X, "create + load_params");
 
     /* share_params: a second executor uses the first one's weights. */
     gm_open(s, create_exec(s, lib, json), &g2);
     tvmrpc_value_t sp[2] = {tvmrpc_v_handle(TVMRPC_MODULE, g.mod), tvmrpc_v_bytes(params, plen)};
-    ok(s, tvmrpc_call(s, g2.share_params, sp, 2, NULL), "share_params");
+    h_sess_ok(s, tvmrpc_call(s, g2.share_params, sp, 2, NULL), "share_params");
     check_run(s, &g2, NET_SEED_X + 5, "shared weights");
 
     /* Zero copy: the executor reads and writes our arrays directly. */
@@ -555,21 +417,23 @@ static void test_legacy_create(void **state)
     tvmrpc_array_t in = alloc_f32(s, 4, x_shape, x), out = alloc_f32(s, 2, y_shape, NULL);
     tvmrpc_value_t zi[2] = {tvmrpc_v_str("data"), tvmrpc_v_tensor(&in)};
     tvmrpc_value_t zo[2] = {tvmrpc_v_int(0), tvmrpc_v_tensor(&out)};
-    ok(s, tvmrpc_call(s, g2.set_input_zero_copy, zi, 2, NULL), "set_input_zero_copy");
-    ok(s, tvmrpc_call(s, g2.set_output_zero_copy, zo, 2, NULL), "set_output_zero_copy");
+    h_sess_ok(s, tvmrpc_call(s, g2.set_input_zero_copy, zi, 2, NULL), "set_input_zero_copy");
+    h_sess_ok(s, tvmrpc_call(s, g2.set_output_zero_copy, zo, 2, NULL), "set_output_zero_copy");
     call0(s, g2.run, "run zero copy");
-    ok(s, tvmrpc_array_copy_to_host(s, &out, y, sizeof(y)), "copy zero-copy output");
+    h_sess_ok(s, tvmrpc_array_copy_to_host(s, &out, y, sizeof(y)), "copy zero-copy output");
     expect_close(y, want, NET_OUT, "zero copy");
     tvmrpc_value_t zn[2] = {tvmrpc_v_str("tvmgen_default_fused_nn_dense_add:0"),
                             tvmrpc_v_tensor(&out)};
-    ok(s, tvmrpc_call(s, g2.set_output_zero_copy, zn, 2, NULL), "set_output_zero_copy by name");
+    h_sess_ok(s, tvmrpc_call(s, g2.set_output_zero_copy, zn, 2, NULL),
+              "set_output_zero_copy by name");
     zi[0] = tvmrpc_v_str("not_an_input"); /* ignored, as in TVM */
-    ok(s, tvmrpc_call(s, g2.set_input_zero_copy, zi, 2, NULL), "set_input_zero_copy unknown");
+    h_sess_ok(s, tvmrpc_call(s, g2.set_input_zero_copy, zi, 2, NULL),
+              "set_input_zero_copy unknown");
     time_it(s, g2.mod, "run", NULL, 0);
     gm_close(s, &g2);
     gm_close(s, &g);
-    ok(s, tvmrpc_array_free(s, &in), "free");
-    ok(s, tvmrpc_array_free(s, &out), "free");
+    h_sess_ok(s, tvmrpc_array_free(s, &in), "free");
+    h_sess_ok(s, tvmrpc_array_free(s, &out), "free");
     free(json);
     free(params);
     tvmrpc_close(s);
@@ -582,7 +446,7 @@ static void expect_create_error(sess_t *s, uint64_t lib, const char *json, const
     tvmrpc_value_t a[4] = {tvmrpc_v_str(json), tvmrpc_v_handle(TVMRPC_MODULE, lib), tvmrpc_v_int(1),
                            tvmrpc_v_int(0)},
                    r;
-    expect_error(s, gcall(s, "tvm.graph_executor.create", a, 4, &r), needle);
+    h_sess_expect_error(s, h_call_global(s, "tvm.graph_executor.create", a, 4, &r), needle);
 }
 
 /* A run that fails in a kernel names the node. */
@@ -590,7 +454,7 @@ static void expect_run_error(sess_t *s, uint64_t lib, const char *json, const ch
 {
     gm_t g;
     gm_open(s, create_exec(s, lib, json), &g);
-    expect_error(s, tvmrpc_call(s, g.run, NULL, 0, NULL), needle);
+    h_sess_expect_error(s, tvmrpc_call(s, g.run, NULL, 0, NULL), needle);
     gm_close(s, &g);
 }
 
@@ -628,10 +492,12 @@ static void test_bad_graphs(void **state)
     tvmrpc_value_t a[4] = {tvmrpc_v_str(json), tvmrpc_v_handle(TVMRPC_MODULE, lib), tvmrpc_v_int(2),
                            tvmrpc_v_int(0)},
                    r;
-    expect_error(s, gcall(s, "tvm.graph_executor.create", a, 4, &r), "device type 2");
-    expect_error(s, gcall(s, "tvm.graph_executor.create", a, 3, &r), "pairs");
+    h_sess_expect_error(s, h_call_global(s, "tvm.graph_executor.create", a, 4, &r),
+                        "device type 2");
+    h_sess_expect_error(s, h_call_global(s, "tvm.graph_executor.create", a, 3, &r), "pairs");
     a[1] = tvmrpc_v_int(7);
-    expect_error(s, gcall(s, "tvm.graph_executor.create", a, 4, &r), "must be a module");
+    h_sess_expect_error(s, h_call_global(s, "tvm.graph_executor.create", a, 4, &r),
+                        "must be a module");
 
     /* Graphs the kernels reject at run time: the node is named. */
     bad = replace(json, "[[1, 3, 16, 16]", "[[1, 3, 8, 32]");
@@ -693,7 +559,7 @@ static void expect_params_error(sess_t *s, const gm_t *g, const void *p, size_t 
                                 const char *needle)
 {
     tvmrpc_value_t pb = tvmrpc_v_bytes(p, n);
-    expect_error(s, tvmrpc_call(s, g->load_params, &pb, 1, NULL), needle);
+    h_sess_expect_error(s, tvmrpc_call(s, g->load_params, &pb, 1, NULL), needle);
 }
 
 static void test_bad_params_and_inputs(void **state)
@@ -730,67 +596,73 @@ static void test_bad_params_and_inputs(void **state)
     const pspec_t unknown[] = {{"not_in_graph", 1, {3}}};
     params_blob(&b, unknown, 1);
     tvmrpc_value_t pb = tvmrpc_v_bytes(buf_head(&b), b.len);
-    ok(s, tvmrpc_call(s, g.load_params, &pb, 1, NULL), "unknown names are ignored");
+    h_sess_ok(s, tvmrpc_call(s, g.load_params, &pb, 1, NULL), "unknown names are ignored");
     buf_free(&b);
-    expect_error(s, tvmrpc_call(s, g.load_params, NULL, 0, NULL), "load_params expects");
+    h_sess_expect_error(s, tvmrpc_call(s, g.load_params, NULL, 0, NULL), "load_params expects");
 
     /* Inputs of the wrong size or dtype, bad keys. */
     const int64_t small[4] = {1, 3, 8, 8};
     tvmrpc_array_t in = alloc_f32(s, 4, small, NULL);
     tvmrpc_value_t si[2] = {tvmrpc_v_str("data"), tvmrpc_v_tensor(&in)};
-    expect_error(s, tvmrpc_call(s, g.set_input, si, 2, NULL),
-                 "set_input: input data (index 0) is float32[1,3,16,16] = 3072 bytes; the array "
-                 "given is float32[1,3,8,8] = 768 bytes");
+    h_sess_expect_error(
+        s, tvmrpc_call(s, g.set_input, si, 2, NULL),
+        "set_input: input data (index 0) is float32[1,3,16,16] = 3072 bytes; the array "
+        "given is float32[1,3,8,8] = 768 bytes");
     tvmrpc_array_t d64;
     tvmrpc_dtype_t f64 = {2, 64, 1};
     tvmrpc_device_t cpu = {1, 0};
-    ok(s, tvmrpc_array_alloc(s, cpu, 4, x_shape, f64, NULL, &d64), "alloc f64");
+    h_sess_ok(s, tvmrpc_array_alloc(s, cpu, 4, x_shape, f64, NULL, &d64), "alloc f64");
     si[1] = tvmrpc_v_tensor(&d64);
-    expect_error(s, tvmrpc_call(s, g.set_input, si, 2, NULL), "float64[1,3,16,16] = 6144 bytes");
+    h_sess_expect_error(s, tvmrpc_call(s, g.set_input, si, 2, NULL),
+                        "float64[1,3,16,16] = 6144 bytes");
     si[0] = tvmrpc_v_int(5);
-    expect_error(s, tvmrpc_call(s, g.set_input, si, 2, NULL), "input index 5 is out of range");
+    h_sess_expect_error(s, tvmrpc_call(s, g.set_input, si, 2, NULL),
+                        "input index 5 is out of range");
     si[0] = tvmrpc_v_str("nope"); /* unknown names are ignored */
-    ok(s, tvmrpc_call(s, g.set_input, si, 2, NULL), "set_input unknown name");
+    h_sess_ok(s, tvmrpc_call(s, g.set_input, si, 2, NULL), "set_input unknown name");
     tvmrpc_value_t k = tvmrpc_v_str("nope"), r;
-    ok(s, tvmrpc_call(s, g.get_input, &k, 1, &r), "get_input unknown name");
+    h_sess_ok(s, tvmrpc_call(s, g.get_input, &k, 1, &r), "get_input unknown name");
     assert_int_equal(r.kind, TVMRPC_NONE);
     k = tvmrpc_v_int(-1);
-    expect_error(s, tvmrpc_call(s, g.get_input, &k, 1, &r), "out of range");
+    h_sess_expect_error(s, tvmrpc_call(s, g.get_input, &k, 1, &r), "out of range");
     k = tvmrpc_v_int(1);
-    expect_error(s, tvmrpc_call(s, g.get_output, &k, 1, &r), "output index 1 is out of range");
+    h_sess_expect_error(s, tvmrpc_call(s, g.get_output, &k, 1, &r),
+                        "output index 1 is out of range");
     k = tvmrpc_v_str("reshape_nop");
-    expect_error(s, tvmrpc_call(s, g.get_output, &k, 1, &r), "Invalid output node:reshape_nop");
+    h_sess_expect_error(s, tvmrpc_call(s, g.get_output, &k, 1, &r),
+                        "Invalid output node:reshape_nop");
     k = tvmrpc_v_int(3);
-    expect_error(s, tvmrpc_call(s, g.get_input_index, &k, 1, &r), "Input key is not a string");
+    h_sess_expect_error(s, tvmrpc_call(s, g.get_input_index, &k, 1, &r),
+                        "Input key is not a string");
     tvmrpc_value_t go[2] = {tvmrpc_v_int(0), tvmrpc_v_tensor(&in)};
-    expect_error(s, tvmrpc_call(s, g.get_output, go, 2, NULL),
-                 "output 0 is float32[1,10]; the array given is float32[1,3,8,8]");
+    h_sess_expect_error(s, tvmrpc_call(s, g.get_output, go, 2, NULL),
+                        "output 0 is float32[1,10]; the array given is float32[1,3,8,8]");
     tvmrpc_value_t zc[2] = {tvmrpc_v_str("data"), tvmrpc_v_tensor(&in)};
-    expect_error(s, tvmrpc_call(s, g.set_input_zero_copy, zc, 2, NULL),
-                 "set_input_zero_copy: input data is float32[1,3,16,16]");
+    h_sess_expect_error(s, tvmrpc_call(s, g.set_input_zero_copy, zc, 2, NULL),
+                        "set_input_zero_copy: input data is float32[1,3,16,16]");
     const int64_t wider[4] = {1, NET_C, NET_H, NET_W + 1};
     tvmrpc_array_t big = alloc_f32(s, 4, wider, NULL), shifted = big;
     shifted.byte_offset = 4; /* inside the allocation, but not 64-byte aligned */
     shifted.shape[3] = NET_W;
     zc[1] = tvmrpc_v_tensor(&shifted);
-    expect_error(s, tvmrpc_call(s, g.set_input_zero_copy, zc, 2, NULL), "64-byte aligned");
+    h_sess_expect_error(s, tvmrpc_call(s, g.set_input_zero_copy, zc, 2, NULL), "64-byte aligned");
     tvmrpc_value_t rfi[3] = {tvmrpc_v_int(1), tvmrpc_v_int(0), tvmrpc_v_str("data")};
-    expect_error(s, tvmrpc_call(s, g.run_from_inputs, rfi, 3, NULL), "pairs");
+    h_sess_expect_error(s, tvmrpc_call(s, g.run_from_inputs, rfi, 3, NULL), "pairs");
     tvmrpc_value_t rfi2[4] = {tvmrpc_v_int(1), tvmrpc_v_int(0), tvmrpc_v_str("nope"),
                               tvmrpc_v_tensor(&big)};
-    expect_error(s, tvmrpc_call(s, g.run_from_inputs, rfi2, 4, NULL),
-                 "nope is not a valid input name");
+    h_sess_expect_error(s, tvmrpc_call(s, g.run_from_inputs, rfi2, 4, NULL),
+                        "nope is not a valid input name");
     tvmrpc_value_t shp[2] = {tvmrpc_v_int(3), tvmrpc_v_bytes(params, plen)};
-    expect_error(s, tvmrpc_call(s, g.share_params, shp, 2, NULL), "share_params expects");
+    h_sess_expect_error(s, tvmrpc_call(s, g.share_params, shp, 2, NULL), "share_params expects");
 
     /* Still fully working: weights, input, run. */
     pb = tvmrpc_v_bytes(params, plen);
-    ok(s, tvmrpc_call(s, g.load_params, &pb, 1, NULL), "load_params");
+    h_sess_ok(s, tvmrpc_call(s, g.load_params, &pb, 1, NULL), "load_params");
     check_run(s, &g, NET_SEED_X, "after the errors");
     gm_close(s, &g);
-    ok(s, tvmrpc_array_free(s, &in), "free");
-    ok(s, tvmrpc_array_free(s, &d64), "free");
-    ok(s, tvmrpc_array_free(s, &big), "free");
+    h_sess_ok(s, tvmrpc_array_free(s, &in), "free");
+    h_sess_ok(s, tvmrpc_array_free(s, &d64), "free");
+    h_sess_ok(s, tvmrpc_array_free(s, &big), "free");
     free(json);
     free(params);
     tvmrpc_close(s);
@@ -799,24 +671,24 @@ static void test_bad_params_and_inputs(void **state)
 static void expect_load_error(sess_t *s, const char *file, const char *needle)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", fixdir, file);
-    ok(s, tvmrpc_upload_file(s, path, file), "upload");
+    snprintf(path, sizeof(path), "%s/%s", h_fixture_dir(), file);
+    h_sess_ok(s, tvmrpc_upload_file(s, path, file), "upload");
     tvmrpc_value_t a = tvmrpc_v_str(file), m;
-    expect_error(s, gcall(s, "tvm.rpc.server.load_module", &a, 1, &m), needle);
+    h_sess_expect_error(s, h_call_global(s, "tvm.rpc.server.load_module", &a, 1, &m), needle);
 }
 
 static void expect_default_error(sess_t *s, const char *file, const char *needle)
 {
-    uint64_t fac = upload_load(s, file), dflt = mod_func(s, fac, "default");
+    uint64_t fac = upload_load(s, file), dflt = h_mod_func(s, fac, "default");
     tvmrpc_value_t dev = tvmrpc_v_device(1, 0), r;
     assert_true(dflt != 0);
-    expect_error(s, tvmrpc_call(s, dflt, &dev, 1, &r), needle);
+    h_sess_expect_error(s, tvmrpc_call(s, dflt, &dev, 1, &r), needle);
     dev = tvmrpc_v_device(2, 0);
-    expect_error(s, tvmrpc_call(s, dflt, &dev, 1, &r), "device type 2 is not supported");
+    h_sess_expect_error(s, tvmrpc_call(s, dflt, &dev, 1, &r), "device type 2 is not supported");
     tvmrpc_value_t notdev = tvmrpc_v_int(1);
-    expect_error(s, tvmrpc_call(s, dflt, &notdev, 1, &r), "argument 0 must be a device");
-    ok(s, tvmrpc_free_handle(s, dflt, TVMRPC_FUNC), "free");
-    ok(s, tvmrpc_free_handle(s, fac, TVMRPC_MODULE), "free");
+    h_sess_expect_error(s, tvmrpc_call(s, dflt, &notdev, 1, &r), "argument 0 must be a device");
+    h_sess_ok(s, tvmrpc_free_handle(s, dflt, TVMRPC_FUNC), "free");
+    h_sess_ok(s, tvmrpc_free_handle(s, fac, TVMRPC_MODULE), "free");
 }
 
 static void test_bad_factories(void **state)
@@ -880,10 +752,9 @@ static void test_tracker(void **state)
 #define MAX_VALS 16
 
 typedef struct replay {
-    int fd;
+    rawcli_t cli; /* its own handshake; then rawcli_recv for the replies */
     uint64_t rec[MAX_MAP], ours[MAX_MAP];
     int nmap;
-    buf_t in;
     float x[NET_IN_ELEMS]; /* the recorded input, from its copy to the server */
     int have_x, checked_output;
 } replay_t;
@@ -1003,24 +874,6 @@ static void our_upload(replay_t *r, const uint8_t *body, buf_t *out)
     free(so);
 }
 
-static int read_packet(replay_t *r, int32_t *code)
-{
-    uint8_t hdr[RPC_PACKET_HEADER];
-    char err[NET_ERR_LEN];
-    if (net_read_full(r->fd, hdr, sizeof(hdr), IO_MS, NULL, err) < 0)
-        return -1;
-    uint64_t len = le64(hdr);
-    if (len < 4 || len > ((uint64_t)1 << 30))
-        return -1;
-    *code = (int32_t)le32(hdr + 8);
-    buf_reset(&r->in);
-    uint8_t *p = buf_tail(&r->in, (size_t)len - 4);
-    if (!p || net_read_full(r->fd, p, (size_t)len - 4, IO_MS, NULL, err) < 0)
-        return -1;
-    buf_commit(&r->in, (size_t)len - 4);
-    return 0;
-}
-
 /* Same kinds, the same type codes, tensors of the same shape. */
 static void compare_values(replay_t *r, const rpc_value_t *want, int nw, const rpc_value_t *got,
                            int ng, const char *step)
@@ -1059,11 +912,11 @@ static void check_reply(replay_t *r, int32_t code, const uint8_t *want, size_t w
     if (rcode == RPC_INIT_SERVER)
         return; /* ours is the generation-neutral reply (PROTOCOL.md §4.12) */
     if (code == RPC_COPY_ACK) {
-        if (r->in.len != wn - 4)
-            fail_msg("%s: copied %zu bytes, TVM %zu", step, r->in.len, wn - 4);
-        if (r->in.len == NET_OUT * 4 && r->have_x) {
+        if (r->cli.in.len != wn - 4)
+            fail_msg("%s: copied %zu bytes, TVM %zu", step, r->cli.in.len, wn - 4);
+        if (r->cli.in.len == NET_OUT * 4 && r->have_x) {
             float y[NET_OUT], ref[NET_OUT];
-            memcpy(y, buf_head(&r->in), sizeof(y));
+            memcpy(y, buf_head(&r->cli.in), sizeof(y));
             net_reference(r->x, ref);
             expect_close(y, ref, NET_OUT, "replayed session");
             r->checked_output = 1;
@@ -1075,7 +928,7 @@ static void check_reply(replay_t *r, int32_t code, const uint8_t *want, size_t w
     rpc_value_t wv[MAX_VALS], gv[MAX_VALS];
     rpc_tensor_t wt[MAX_VALS], gt[MAX_VALS];
     int nw = decode_seq(want + 4, wn - 4, wv, wt);
-    int ng = decode_seq(buf_head(&r->in), r->in.len, gv, gt);
+    int ng = decode_seq(buf_head(&r->cli.in), r->cli.in.len, gv, gt);
     compare_values(r, wv, nw, gv, ng, step);
 }
 
@@ -1093,16 +946,15 @@ static void test_trace_replay(void **state)
     assert_int_equal(trace_split_units(ss, TRACE_PROTO_RPC, TRACE_S2C, &su, &nsu, err, sizeof(err)),
                      0);
     replay_t r = {0};
-    buf_init(&r.in, 0);
-    r.fd = net_connect("127.0.0.1", srv.port, 5000, err);
-    assert_true(r.fd >= 0);
+    rawcli_attach(&r.cli, net_connect("127.0.0.1", srv.port, 5000, err), &rpc_codec_classic);
+    assert_true(r.cli.fd >= 0);
     /* Handshake as recorded: magic, "client:". */
     uint8_t hs[8], key[64];
-    assert_int_equal(net_write_full(r.fd, cs->data + cu[0].off, cu[0].len, IO_MS, err), 0);
-    assert_int_equal(net_read_full(r.fd, hs, 8, IO_MS, NULL, err), 0);
+    assert_int_equal(net_write_full(r.cli.fd, cs->data + cu[0].off, cu[0].len, IO_MS, err), 0);
+    assert_int_equal(net_read_full(r.cli.fd, hs, 8, IO_MS, NULL, err), 0);
     assert_int_equal(le32(hs), RPC_MAGIC);
     assert_true(le32(hs + 4) < sizeof(key));
-    assert_int_equal(net_read_full(r.fd, key, le32(hs + 4), IO_MS, NULL, err), 0);
+    assert_int_equal(net_read_full(r.cli.fd, key, le32(hs + 4), IO_MS, NULL, err), 0);
     size_t next = 1, sent = 0;
     for (size_t i = 1; i < ncu; i++) {
         const trace_unit_t *u = &cu[i];
@@ -1115,13 +967,13 @@ static void test_trace_replay(void **state)
             our_upload(&r, body, &out);
         else
             rewrite(&r, body, u->nbody, &out);
-        assert_int_equal(net_write_full(r.fd, buf_head(&out), out.len, IO_MS, err), 0);
+        assert_int_equal(net_write_full(r.cli.fd, buf_head(&out), out.len, IO_MS, err), 0);
         buf_free(&out);
         sent++;
         if (u->code == RPC_SHUTDOWN)
             break;
         int32_t code;
-        if (read_packet(&r, &code) < 0) {
+        if (rawcli_recv(&r.cli, &code, IO_MS) < 0) {
             h_dump_log(&srv);
             fail_msg("%s: no reply", step);
         }
@@ -1135,10 +987,9 @@ static void test_trace_replay(void **state)
     /* After kShutdown the server closes the connection. */
     uint8_t byte;
     int eof = 0;
-    assert_int_equal(net_read_full(r.fd, &byte, 1, IO_MS, &eof, err), -1);
+    assert_int_equal(net_read_full(r.cli.fd, &byte, 1, IO_MS, &eof, err), -1);
     assert_true(eof);
-    close(r.fd);
-    buf_free(&r.in);
+    close(rawcli_detach(&r.cli));
     free(cu);
     free(su);
     trace_free(&t);

@@ -18,13 +18,12 @@
 
 #include "base/buf.h"
 #include "base/net.h"
+#include "rawcli.h"
 #include "rpc/rpc.h"
 
-#define IO_MS 30000
 #define N 1024
 
 static hproc_t srv;
-static char fixdir[PATH_MAX - 128];
 
 /* The generation every session speaks (TVMRPC_TEST_GEN). */
 static const rpc_codec_t *codec = &rpc_codec_classic;
@@ -40,262 +39,53 @@ static const char *gname(const char *classic, const char *ffi)
     return is_ffi() ? ffi : classic;
 }
 
-/* ---- a minimal client of either generation ------------------------------------ */
+/* ---- the raw client (rawcli.h) in the generation under test -------------------- */
 
-typedef struct cli {
-    int fd;
-    buf_t in;        /* body of the last reply (after the code) */
-    rpc_tensor_t rt; /* tensor of the last array result */
-    char exc[4096];  /* text of the last kException */
-} cli_t;
-
-static int send_all(cli_t *c, const buf_t *b)
+static int cli_connect(rawcli_t *c, const char *key_suffix)
 {
-    char err[NET_ERR_LEN];
-    return net_write_full(c->fd, buf_head(b), b->len, IO_MS, err);
+    return rawcli_open(c, "127.0.0.1", srv.port, key_suffix, codec);
 }
 
-/* Read one packet; its code in *code and its body in c->in. */
-static int recv_packet(cli_t *c, int32_t *code, int timeout_ms)
+static int upload_bytes(rawcli_t *c, const char *name, const void *p, size_t n)
 {
-    uint8_t hdr[RPC_PACKET_HEADER];
-    char err[NET_ERR_LEN];
-    if (net_read_full(c->fd, hdr, sizeof(hdr), timeout_ms, NULL, err) < 0)
-        return -1;
-    uint64_t len = le64(hdr);
-    if (len < 4 || len > ((uint64_t)1 << 31))
-        return -1;
-    *code = (int32_t)le32(hdr + 8);
-    buf_reset(&c->in);
-    uint8_t *p = buf_tail(&c->in, (size_t)len - 4);
-    if (!p || net_read_full(c->fd, p, (size_t)len - 4, IO_MS, NULL, err) < 0)
-        return -1;
-    buf_commit(&c->in, (size_t)len - 4);
-    return 0;
+    rpc_value_t a[2] = {rv_str(name), rv_bytes(p, n)};
+    return rawcli_gcall(c, "tvm.rpc.server.upload", a, 2, NULL);
 }
 
-static int cli_connect(cli_t *c, const char *key_suffix)
+/* A fixture file's bytes (caller frees), or NULL with a message. */
+static char *fixture_bytes(const char *file, size_t *n)
 {
-    char err[NET_ERR_LEN], key[128];
-    memset(c, 0, sizeof(*c));
-    buf_init(&c->in, 0);
-    c->fd = net_connect("127.0.0.1", srv.port, 5000, err);
-    if (c->fd < 0)
-        return -1;
-    snprintf(key, sizeof(key), "client:%s", key_suffix ? key_suffix : "");
-    buf_t b;
-    buf_init(&b, 0);
-    buf_append_i32le(&b, RPC_MAGIC);
-    buf_append_i32le(&b, (int32_t)strlen(key));
-    buf_append_str(&b, key);
-    uint8_t hs[8], skey[64];
-    int rc = send_all(c, &b);
-    buf_free(&b);
-    if (rc < 0 || net_read_full(c->fd, hs, 8, IO_MS, NULL, err) < 0 || le32(hs) != RPC_MAGIC ||
-        le32(hs + 4) > sizeof(skey) ||
-        net_read_full(c->fd, skey, le32(hs + 4), IO_MS, NULL, err) < 0)
-        return -1;
-    static const uint8_t init[] = {0x15, 0, 0, 0, 0, 0,   0,   0,   2,   0,   0, 0, 5, 0, 0,
-                                   0,    0, 0, 0, 0, '0', '.', '8', '.', '0', 0, 0, 0, 0};
-    int32_t code;
-    if (net_write_full(c->fd, init, sizeof(init), IO_MS, err) < 0 ||
-        recv_packet(c, &code, IO_MS) < 0 || code != RPC_RETURN)
-        return -1;
-    return 0;
-}
-
-static void cli_close(cli_t *c)
-{
-    static const uint8_t bye[] = {4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
-    char err[NET_ERR_LEN];
-    if (c->fd >= 0) {
-        net_write_full(c->fd, bye, sizeof(bye), 1000, err);
-        close(c->fd);
-    }
-    c->fd = -1;
-    buf_free(&c->in);
-}
-
-/* Send a request whose payload is a packed sequence (after an optional
- * u64 prefix); wait for the reply. Returns the reply code or -1. */
-static int request(cli_t *c, int32_t code, const uint64_t *prefix, const rpc_value_t *args, int n,
-                   int timeout_ms)
-{
-    buf_t b;
-    buf_init(&b, 0);
-    c->exc[0] = '\0';
-    size_t at = rpc_packet_begin(&b, code);
-    if (prefix)
-        buf_append_u64le(&b, *prefix);
-    codec->encode_args(&b, args, n);
-    rpc_packet_end(&b, at);
-    int rc = send_all(c, &b);
-    buf_free(&b);
-    int32_t rcode;
-    if (rc < 0 || recv_packet(c, &rcode, timeout_ms) < 0)
-        return -1;
-    if (rcode == RPC_EXCEPTION) {
-        rpc_value_t v[1];
-        rpc_tensor_t t[1];
-        int nv;
-        char err[128];
-        rd_t r = rd_make(buf_head(&c->in), c->in.len);
-        if (codec->decode(&r, v, t, 1, &nv, err, sizeof(err)) == 0 && nv == 1)
-            snprintf(c->exc, sizeof(c->exc), "%.*s", (int)v[0].u.s.len, v[0].u.s.p);
-    }
-    return rcode;
-}
-
-static uint64_t get_global(cli_t *c, const char *name)
-{
-    rpc_value_t a = {.kind = RV_STR};
-    a.u.s.p = name;
-    a.u.s.len = strlen(name);
-    if (request(c, RPC_GET_GLOBAL_FUNC, NULL, &a, 1, IO_MS) != RPC_RETURN)
-        return 0;
-    rpc_value_t v[1];
-    rpc_tensor_t t[1];
-    int nv;
-    char err[128];
-    rd_t r = rd_make(buf_head(&c->in), c->in.len);
-    if (codec->decode(&r, v, t, 1, &nv, err, sizeof(err)) < 0 || nv != 1)
-        return 0;
-    return v[0].u.h;
-}
-
-/* 0: result in *ret; 1: exception (text in c->exc); -1: I/O. */
-static int call_to(cli_t *c, uint64_t h, const rpc_value_t *args, int n, rpc_value_t *ret,
-                   int timeout_ms)
-{
-    int code = request(c, RPC_CALL_FUNC, &h, args, n, timeout_ms);
-    if (code == RPC_EXCEPTION)
-        return 1;
-    if (code != RPC_RETURN)
-        return -1;
-    char err[128];
-    rd_t r = rd_make(buf_head(&c->in), c->in.len);
-    rpc_value_t tmp;
-    return codec->decode_call_result(&r, ret ? ret : &tmp, &c->rt, err, sizeof(err));
-}
-
-static int call(cli_t *c, uint64_t h, const rpc_value_t *args, int n, rpc_value_t *ret)
-{
-    return call_to(c, h, args, n, ret, IO_MS);
-}
-
-/* Call a global function by name. */
-static int gcall(cli_t *c, const char *name, const rpc_value_t *args, int n, rpc_value_t *ret)
-{
-    uint64_t h = get_global(c, name);
-    if (!h)
-        return -1;
-    return call(c, h, args, n, ret);
-}
-
-static rpc_value_t v_str(const char *s)
-{
-    rpc_value_t v = {.kind = RV_STR};
-    v.u.s.p = s;
-    v.u.s.len = strlen(s);
-    return v;
-}
-
-static rpc_value_t v_int(int64_t i)
-{
-    rpc_value_t v = {.kind = RV_INT};
-    v.u.i = i;
-    return v;
-}
-
-static rpc_value_t v_bool(int b)
-{
-    rpc_value_t v = {.kind = RV_BOOL};
-    v.u.i = b;
-    return v;
-}
-
-static rpc_value_t v_float(double f)
-{
-    rpc_value_t v = {.kind = RV_FLOAT};
-    v.u.f = f;
-    return v;
-}
-
-static rpc_value_t v_handle(rpc_kind_t kind, uint64_t h)
-{
-    rpc_value_t v = {.kind = kind};
-    v.u.h = h;
-    return v;
-}
-
-static rpc_value_t v_tensor(rpc_tensor_t *t)
-{
-    rpc_value_t v = {.kind = RV_TENSOR};
-    v.t = t;
-    return v;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *p = malloc(n > 0 ? (size_t)n : 1);
-    if (p && fread(p, 1, (size_t)n, fp) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(fp);
-    *len = (size_t)n;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", h_fixture_dir(), file);
+    char *p = h_read_file(path, n);
+    if (!p)
+        fprintf(stderr, "missing fixture %s\n", path);
     return p;
 }
 
-static int upload_bytes(cli_t *c, const char *name, const void *p, size_t n)
+static int upload_fixture(rawcli_t *c, const char *file, const char *as)
 {
-    rpc_value_t a[2] = {v_str(name), {.kind = RV_BYTES}};
-    a[1].u.s.p = p;
-    a[1].u.s.len = n;
-    return gcall(c, "tvm.rpc.server.upload", a, 2, NULL);
-}
-
-static int upload_fixture(cli_t *c, const char *file, const char *as)
-{
-    char path[PATH_MAX + 256];
     size_t n;
-    snprintf(path, sizeof(path), "%s/%s", fixdir, file);
-    char *p = read_file(path, &n);
-    if (!p) {
-        fprintf(stderr, "missing fixture %s\n", path);
+    char *p = fixture_bytes(file, &n);
+    if (!p)
         return -1;
-    }
     int rc = upload_bytes(c, as ? as : file, p, n);
     free(p);
     return rc;
 }
 
 /* Upload and load a fixture; the module handle or 0. */
-static uint64_t load_fixture(cli_t *c, const char *file)
+static uint64_t load_fixture(rawcli_t *c, const char *file)
 {
-    rpc_value_t a = v_str(file), m;
-    if (upload_fixture(c, file, NULL) != 0 || gcall(c, "tvm.rpc.server.load_module", &a, 1, &m))
+    rpc_value_t a = rv_str(file), m;
+    if (upload_fixture(c, file, NULL) != 0 ||
+        rawcli_gcall(c, "tvm.rpc.server.load_module", &a, 1, &m))
         return 0;
     return m.kind == RV_MODULE ? m.u.h : 0;
 }
 
-/* 0 = exception or I/O failure (see c->exc). */
-static uint64_t mod_func(cli_t *c, uint64_t mod, const char *name, int query_imports)
-{
-    rpc_value_t a[3] = {v_handle(RV_MODULE, mod), v_str(name), v_bool(query_imports)}, f;
-    if (gcall(c, "tvm.rpc.server.ModuleGetFunction", a, 3, &f) != 0)
-        return 0;
-    return f.kind == RV_FUNC ? f.u.h : 0;
-}
-
 /* A float32[n] on the server, optionally filled. */
-static int alloc_vec(cli_t *c, rpc_tensor_t *t, int64_t n, const float *init)
+static int alloc_vec(rawcli_t *c, rpc_tensor_t *t, int64_t n, const float *init)
 {
     memset(t, 0, sizeof(*t));
     t->dev.type = 1;
@@ -304,54 +94,9 @@ static int alloc_vec(cli_t *c, rpc_tensor_t *t, int64_t n, const float *init)
     t->dtype.bits = 32;
     t->dtype.lanes = 1;
     t->shape[0] = n;
-    rpc_value_t a[2] = {v_tensor(t), {.kind = RV_NONE}};
-    if (request(c, RPC_DEV_ALLOC_DATA_WITH_SCOPE, NULL, a, 2, IO_MS) != RPC_RETURN)
+    if (rawcli_alloc(c, t) < 0)
         return -1;
-    rpc_value_t v[1];
-    rpc_tensor_t tt[1];
-    int nv;
-    char err[128];
-    rd_t r = rd_make(buf_head(&c->in), c->in.len);
-    if (codec->decode(&r, v, tt, 1, &nv, err, sizeof(err)) < 0 || nv != 1 || !v[0].u.h)
-        return -1;
-    t->data = v[0].u.h;
-    if (!init)
-        return 0;
-    buf_t b;
-    buf_init(&b, 0);
-    size_t at = rpc_packet_begin(&b, RPC_COPY_TO_REMOTE);
-    rpc_put_tensor(&b, t);
-    buf_append_u64le(&b, (uint64_t)n * 4);
-    buf_append(&b, init, (size_t)n * 4);
-    rpc_packet_end(&b, at);
-    int32_t code;
-    int rc = send_all(c, &b);
-    buf_free(&b);
-    return rc < 0 || recv_packet(c, &code, IO_MS) < 0 || code != RPC_RETURN ? -1 : 0;
-}
-
-static int copy_from(cli_t *c, const rpc_tensor_t *t, void *out, size_t nbytes)
-{
-    buf_t b;
-    buf_init(&b, 0);
-    size_t at = rpc_packet_begin(&b, RPC_COPY_FROM_REMOTE);
-    rpc_put_tensor(&b, t);
-    buf_append_u64le(&b, nbytes);
-    rpc_packet_end(&b, at);
-    int32_t code;
-    int rc = send_all(c, &b);
-    buf_free(&b);
-    if (rc < 0 || recv_packet(c, &code, IO_MS) < 0 || code != RPC_COPY_ACK || c->in.len != nbytes)
-        return -1;
-    memcpy(out, buf_head(&c->in), nbytes);
-    return 0;
-}
-
-/* kFreeHandle: classic sends the handle's type code too, ffi only the handle. */
-static int free_handle(cli_t *c, uint64_t h, int type_code)
-{
-    rpc_value_t a[2] = {v_handle(RV_HANDLE, h), v_int(type_code)};
-    return request(c, RPC_FREE_HANDLE, NULL, a, is_ffi() ? 1 : 2, IO_MS) == RPC_RETURN ? 0 : -1;
+    return init ? rawcli_copy_to(c, t, init, (size_t)n * 4) : 0;
 }
 
 static void fill_seq(float *v, int n, float scale)
@@ -364,35 +109,7 @@ static void fill_seq(float *v, int n, float scale)
 
 static int group_setup(void **state)
 {
-    const char *env = getenv("TVMRPC_FIXTURES");
-    if (env) {
-        snprintf(fixdir, sizeof(fixdir), "%s", env);
-    } else {
-        char bin[PATH_MAX];
-        snprintf(bin, sizeof(bin), "%s", h_bin());
-        char *slash = strrchr(bin, '/');
-        snprintf(fixdir, sizeof(fixdir), "%.*s/tests/fixtures", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-    }
-    /* Crashes must reach the server as signals, not as sanitizer reports. */
-    setenv("ASAN_OPTIONS", "handle_segv=0:detect_leaks=0", 1);
-    setenv("TSAN_OPTIONS", "handle_segv=0", 1);
-    setenv("TVM_NUM_THREADS", "4", 1);
-    const char *argv[] = {"server", "--host", "127.0.0.1", "--port", "0", NULL};
-    if (h_spawn(&srv, argv) < 0 || h_wait_log(&srv, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
-        h_dump_log(&srv);
-        return -1;
-    }
-    char *s = NULL;
-    FILE *fp = fopen(srv.log_path, "r");
-    char line[512];
-    while (fp && fgets(line, sizeof(line), fp))
-        if ((s = strstr(line, "bind to 127.0.0.1:")))
-            break;
-    srv.port = s ? atoi(s + strlen("bind to 127.0.0.1:")) : 0;
-    if (fp)
-        fclose(fp);
-    return srv.port > 0 ? 0 : -1;
+    return h_start_fixture_server(&srv);
 }
 
 static int group_teardown(void **state)
@@ -401,7 +118,7 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static void connect_or_fail(cli_t *c)
+static void connect_or_fail(rawcli_t *c)
 {
     if (cli_connect(c, NULL) != 0) {
         h_dump_log(&srv);
@@ -413,11 +130,11 @@ static void connect_or_fail(cli_t *c)
 
 static void test_vadd_flow(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t mod = load_fixture(&c, "vadd.so");
     assert_true(mod != 0);
-    uint64_t f = mod_func(&c, mod, "vadd", 1);
+    uint64_t f = rawcli_mod_func(&c, mod, "vadd", 1);
     assert_true(f != 0);
 
     float a[N], b[N], out[N];
@@ -427,48 +144,48 @@ static void test_vadd_flow(void **state)
     assert_int_equal(alloc_vec(&c, &ta, N, a), 0);
     assert_int_equal(alloc_vec(&c, &tb, N, b), 0);
     assert_int_equal(alloc_vec(&c, &tc, N, NULL), 0);
-    rpc_value_t args[3] = {v_tensor(&ta), v_tensor(&tb), v_tensor(&tc)}, r;
-    assert_int_equal(call(&c, f, args, 3, &r), 0);
+    rpc_value_t args[3] = {rv_tensor(&ta), rv_tensor(&tb), rv_tensor(&tc)}, r;
+    assert_int_equal(rawcli_call(&c, f, args, 3, &r), 0);
     assert_int_equal(r.kind, RV_NONE);
-    assert_int_equal(copy_from(&c, &tc, out, sizeof(out)), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tc, out, sizeof(out)), 0);
     for (int i = 0; i < N; i++)
         assert_true(out[i] == a[i] + b[i]);
 
     /* time_evaluator('vadd', cpu0, number=10, repeat=2), as in the trace. */
-    rpc_value_t te[12] = {v_handle(RV_MODULE, mod),
-                          v_str("vadd"),
-                          v_int(1),
-                          v_int(0),
-                          v_int(10),
-                          v_int(2),
-                          v_int(0),
-                          v_int(100),
-                          v_int(0),
-                          v_int(1),
-                          v_int(0),
-                          v_str("")};
-    assert_int_equal(gcall(&c, "runtime.RPCTimeEvaluator", te, 12, &r), 0);
+    rpc_value_t te[12] = {rv_handle(RV_MODULE, mod),
+                          rv_str("vadd"),
+                          rv_int(1),
+                          rv_int(0),
+                          rv_int(10),
+                          rv_int(2),
+                          rv_int(0),
+                          rv_int(100),
+                          rv_int(0),
+                          rv_int(1),
+                          rv_int(0),
+                          rv_str("")};
+    assert_int_equal(rawcli_gcall(&c, "runtime.RPCTimeEvaluator", te, 12, &r), 0);
     assert_int_equal(r.kind, RV_FUNC);
     uint64_t tf = r.u.h;
-    assert_int_equal(call(&c, tf, args, 3, &r), 0);
+    assert_int_equal(rawcli_call(&c, tf, args, 3, &r), 0);
     assert_int_equal(r.kind, RV_BYTES);
     assert_int_equal(r.u.s.len, 16);
     double secs[2];
     memcpy(secs, r.u.s.p, 16);
     assert_true(secs[0] > 0 && secs[0] < 1 && secs[1] > 0 && secs[1] < 1);
 
-    assert_int_equal(free_handle(&c, tf, 10), 0);
-    assert_int_equal(free_handle(&c, f, 10), 0);
-    assert_int_equal(free_handle(&c, mod, 9), 0);
+    assert_int_equal(rawcli_free_handle(&c, tf, 10), 0);
+    assert_int_equal(rawcli_free_handle(&c, f, 10), 0);
+    assert_int_equal(rawcli_free_handle(&c, mod, 9), 0);
     /* Freed: the handles are gone. */
-    assert_int_equal(call(&c, f, args, 3, &r), 1);
-    cli_close(&c);
+    assert_int_equal(rawcli_call(&c, f, args, 3, &r), 1);
+    rawcli_close(&c);
 }
 
 /* __tvm_main__: a function in C-target output, a string in LLVM output. */
 static void test_tvm_main(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t vmod = load_fixture(&c, "vadd.so"), lmod = load_fixture(&c, "llvm_style.so");
     assert_true(vmod && lmod);
@@ -479,56 +196,57 @@ static void test_tvm_main(void **state)
     assert_int_equal(alloc_vec(&c, &tx, 8, x), 0);
     assert_int_equal(alloc_vec(&c, &ty, 8, y), 0);
     assert_int_equal(alloc_vec(&c, &to, 8, NULL), 0);
-    rpc_value_t args[3] = {v_tensor(&tx), v_tensor(&ty), v_tensor(&to)};
+    rpc_value_t args[3] = {rv_tensor(&tx), rv_tensor(&ty), rv_tensor(&to)};
 
-    uint64_t vm = mod_func(&c, vmod, "__tvm_main__", 1);
+    uint64_t vm = rawcli_mod_func(&c, vmod, "__tvm_main__", 1);
     assert_true(vm != 0);
-    assert_int_equal(call(&c, vm, args, 3, NULL), 0);
-    assert_int_equal(copy_from(&c, &to, out, sizeof(out)), 0);
+    assert_int_equal(rawcli_call(&c, vm, args, 3, NULL), 0);
+    assert_int_equal(rawcli_copy_from(&c, &to, out, sizeof(out)), 0);
     for (int i = 0; i < 8; i++)
         assert_true(out[i] == x[i] + y[i]);
 
-    uint64_t lm = mod_func(&c, lmod, "__tvm_main__", 1);
+    uint64_t lm = rawcli_mod_func(&c, lmod, "__tvm_main__", 1);
     assert_true(lm != 0);
-    assert_int_equal(call(&c, lm, args, 3, NULL), 0);
-    assert_int_equal(copy_from(&c, &to, out, sizeof(out)), 0);
+    assert_int_equal(rawcli_call(&c, lm, args, 3, NULL), 0);
+    assert_int_equal(rawcli_copy_from(&c, &to, out, sizeof(out)), 0);
     for (int i = 0; i < 8; i++)
         assert_true(out[i] == 2 * x[7 - i] + y[i]);
 
     /* Missing names, the loader's variables and libc are not functions. */
-    assert_int_equal(mod_func(&c, vmod, "no_such_kernel", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, vmod, "no_such_kernel", 1), 0);
     assert_string_equal(c.exc, "");
-    assert_int_equal(mod_func(&c, lmod, "__tvm_module_ctx", 1), 0);
-    assert_int_equal(mod_func(&c, lmod, "__TVMBackendAllocWorkspace", 1), 0);
-    assert_int_equal(mod_func(&c, vmod, "malloc", 1), 0);
-    assert_int_equal(mod_func(&c, vmod, "printf", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, lmod, "__tvm_module_ctx", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, lmod, "__TVMBackendAllocWorkspace", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, vmod, "malloc", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, vmod, "printf", 1), 0);
     /* runtime.ModuleGetFunction / ffi.ModuleGetFunction are the same lookup. */
-    rpc_value_t ga[3] = {v_handle(RV_MODULE, vmod), v_str("vadd"), v_bool(0)}, r;
+    rpc_value_t ga[3] = {rv_handle(RV_MODULE, vmod), rv_str("vadd"), rv_bool(0)}, r;
     assert_int_equal(
-        gcall(&c, gname("runtime.ModuleGetFunction", "ffi.ModuleGetFunction"), ga, 3, &r), 0);
+        rawcli_gcall(&c, gname("runtime.ModuleGetFunction", "ffi.ModuleGetFunction"), ga, 3, &r),
+        0);
     assert_int_equal(r.kind, RV_FUNC);
     /* Module kinds, for clients that ask the server rather than themselves. */
-    rpc_value_t ka = v_handle(RV_MODULE, vmod);
-    assert_int_equal(gcall(&c, gname("runtime.ModuleGetTypeKey", "ffi.ModuleGetKind"), &ka, 1, &r),
-                     0);
+    rpc_value_t ka = rv_handle(RV_MODULE, vmod);
+    assert_int_equal(
+        rawcli_gcall(&c, gname("runtime.ModuleGetTypeKey", "ffi.ModuleGetKind"), &ka, 1, &r), 0);
     assert_int_equal(r.kind, RV_STR);
     assert_int_equal(r.u.s.len, 7);
     assert_memory_equal(r.u.s.p, "library", 7);
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* ---- LLVM-style library: context pointers, parallel launch, errors ------------------- */
 
 static void test_llvm_style(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t mod = load_fixture(&c, "llvm_style.so");
     assert_true(mod != 0);
     rpc_value_t r;
 
-    uint64_t nt = mod_func(&c, mod, "num_tasks", 1);
-    assert_int_equal(call(&c, nt, NULL, 0, &r), 0);
+    uint64_t nt = rawcli_mod_func(&c, mod, "num_tasks", 1);
+    assert_int_equal(rawcli_call(&c, nt, NULL, 0, &r), 0);
     assert_int_equal(r.kind, RV_INT);
     assert_int_equal(r.u.i, 4); /* TVM_NUM_THREADS=4 in the server's environment */
 
@@ -540,44 +258,44 @@ static void test_llvm_style(void **state)
     assert_int_equal(alloc_vec(&c, &tx, M, x), 0);
     assert_int_equal(alloc_vec(&c, &ty, M, y), 0);
     assert_int_equal(alloc_vec(&c, &to, M, NULL), 0);
-    rpc_value_t args[3] = {v_tensor(&tx), v_tensor(&ty), v_tensor(&to)};
-    uint64_t sa = mod_func(&c, mod, "scale_add", 1);
+    rpc_value_t args[3] = {rv_tensor(&tx), rv_tensor(&ty), rv_tensor(&to)};
+    uint64_t sa = rawcli_mod_func(&c, mod, "scale_add", 1);
     for (int rep = 0; rep < 20; rep++) {
-        assert_int_equal(call(&c, sa, args, 3, NULL), 0);
-        assert_int_equal(copy_from(&c, &to, out, sizeof(out)), 0);
+        assert_int_equal(rawcli_call(&c, sa, args, 3, NULL), 0);
+        assert_int_equal(rawcli_copy_from(&c, &to, out, sizeof(out)), 0);
         for (int i = 0; i < M; i++)
             assert_true(out[i] == 2 * x[M - 1 - i] + y[i]);
     }
 
-    assert_int_equal(call(&c, mod_func(&c, mod, "nested", 1), NULL, 0, &r), 0);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "nested", 1), NULL, 0, &r), 0);
     assert_int_equal(r.u.i, 3 * 1001);
 
-    assert_int_equal(call(&c, mod_func(&c, mod, "par_fail", 1), NULL, 0, &r), 1);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "par_fail", 1), NULL, 0, &r), 1);
     assert_non_null(strstr(c.exc, "Task 1 error: task one says no"));
 
-    uint64_t fn = mod_func(&c, mod, "fail_neg", 1);
-    rpc_value_t a = v_int(21);
-    assert_int_equal(call(&c, fn, &a, 1, &r), 0);
+    uint64_t fn = rawcli_mod_func(&c, mod, "fail_neg", 1);
+    rpc_value_t a = rv_int(21);
+    assert_int_equal(rawcli_call(&c, fn, &a, 1, &r), 0);
     assert_int_equal(r.kind, RV_INT);
     assert_int_equal(r.u.i, 42);
-    a = v_int(-1);
-    assert_int_equal(call(&c, fn, &a, 1, &r), 1);
+    a = rv_int(-1);
+    assert_int_equal(rawcli_call(&c, fn, &a, 1, &r), 1);
     assert_string_equal(c.exc, "TVMError: fail_neg: negative input");
     /* The session goes on after a kernel error. */
-    a = v_int(5);
-    assert_int_equal(call(&c, fn, &a, 1, &r), 0);
+    a = rv_int(5);
+    assert_int_equal(rawcli_call(&c, fn, &a, 1, &r), 0);
     assert_int_equal(r.u.i, 10);
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* Compiled code finds functions in the context module's imports and in the
  * global table; ImportModule refuses cycles. */
-static int time_eval(cli_t *c, uint64_t mod, const char *name, int number, int repeat, int min_ms,
-                     int cooldown, int flush, const char *pre, uint64_t *h);
+static int time_eval(rawcli_t *c, uint64_t mod, const char *name, int number, int repeat,
+                     int min_ms, int cooldown, int flush, const char *pre, uint64_t *h);
 
 static void test_env_lookup(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t lmod = load_fixture(&c, "llvm_style.so"), vmod = load_fixture(&c, "vadd.so");
     assert_true(lmod && vmod);
@@ -585,22 +303,22 @@ static void test_env_lookup(void **state)
     fill_seq(x, 16, 1.0f);
     rpc_tensor_t tx;
     assert_int_equal(alloc_vec(&c, &tx, 16, x), 0);
-    uint64_t ec = mod_func(&c, lmod, "env_call", 1);
-    rpc_value_t args[2] = {v_tensor(&tx), v_str("addone")}, r;
+    uint64_t ec = rawcli_mod_func(&c, lmod, "env_call", 1);
+    rpc_value_t args[2] = {rv_tensor(&tx), rv_str("addone")}, r;
 
-    assert_int_equal(call(&c, ec, args, 2, &r), 1);
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 1);
     assert_non_null(strstr(c.exc, "Cannot find function addone in the imported modules or "
                                   "global registry"));
-    assert_int_equal(mod_func(&c, lmod, "addone", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, lmod, "addone", 1), 0);
 
-    rpc_value_t imp[2] = {v_handle(RV_MODULE, lmod), v_handle(RV_MODULE, vmod)};
-    assert_int_equal(gcall(&c, "tvm.rpc.server.ImportModule", imp, 2, &r), 0);
-    assert_int_equal(call(&c, ec, args, 2, &r), 0);
-    assert_int_equal(copy_from(&c, &tx, out, sizeof(out)), 0);
+    rpc_value_t imp[2] = {rv_handle(RV_MODULE, lmod), rv_handle(RV_MODULE, vmod)};
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.ImportModule", imp, 2, &r), 0);
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tx, out, sizeof(out)), 0);
     for (int i = 0; i < 16; i++)
         assert_true(out[i] == x[i] + 1);
-    assert_true(mod_func(&c, lmod, "addone", 1) != 0);
-    assert_int_equal(mod_func(&c, lmod, "addone", 0), 0);
+    assert_true(rawcli_mod_func(&c, lmod, "addone", 1) != 0);
+    assert_int_equal(rawcli_mod_func(&c, lmod, "addone", 0), 0);
     /* The time evaluator looks into imports in classic sessions only
      * (RUNTIME.md §4.1). */
     uint64_t te;
@@ -609,48 +327,48 @@ static void test_env_lookup(void **state)
         assert_string_equal(c.exc, "TVMError: Cannot find addone in the global registry");
     } else {
         assert_int_equal(time_eval(&c, lmod, "addone", 1, 1, 0, 0, 0, "", &te), 0);
-        rpc_value_t targ = v_tensor(&tx);
-        assert_int_equal(call(&c, te, &targ, 1, &r), 0);
+        rpc_value_t targ = rv_tensor(&tx);
+        assert_int_equal(rawcli_call(&c, te, &targ, 1, &r), 0);
         assert_int_equal(r.kind, RV_BYTES);
         assert_int_equal(r.u.s.len, 8);
     }
 
-    rpc_value_t back[2] = {v_handle(RV_MODULE, vmod), v_handle(RV_MODULE, lmod)};
-    assert_int_equal(gcall(&c, "tvm.rpc.server.ImportModule", back, 2, &r), 1);
+    rpc_value_t back[2] = {rv_handle(RV_MODULE, vmod), rv_handle(RV_MODULE, lmod)};
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.ImportModule", back, 2, &r), 1);
     assert_non_null(strstr(c.exc, "Cyclic dependency detected during import"));
-    rpc_value_t self[2] = {v_handle(RV_MODULE, vmod), v_handle(RV_MODULE, vmod)};
-    assert_int_equal(gcall(&c, "tvm.rpc.server.ImportModule", self, 2, &r), 1);
+    rpc_value_t self[2] = {rv_handle(RV_MODULE, vmod), rv_handle(RV_MODULE, vmod)};
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.ImportModule", self, 2, &r), 1);
 
     /* A global (native) function through the environment. */
-    args[1] = v_str("tvm.contrib.random.random_fill");
-    assert_int_equal(call(&c, ec, args, 2, &r), 0);
-    assert_int_equal(copy_from(&c, &tx, out, sizeof(out)), 0);
+    args[1] = rv_str("tvm.contrib.random.random_fill");
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tx, out, sizeof(out)), 0);
     for (int i = 0; i < 16; i++)
         assert_true(out[i] >= 1 && out[i] < 10);
 
     /* From a parallel task: natives work, RPC globals (which use session
      * state) are refused instead of racing the session. */
-    uint64_t pc = mod_func(&c, lmod, "par_call", 1);
-    args[1] = v_str("tvm.contrib.random.random_fill");
-    assert_int_equal(call(&c, pc, args, 2, &r), 0);
-    args[1] = v_str("testing.nop");
-    assert_int_equal(call(&c, pc, args, 2, &r), 1);
+    uint64_t pc = rawcli_mod_func(&c, lmod, "par_call", 1);
+    args[1] = rv_str("tvm.contrib.random.random_fill");
+    assert_int_equal(rawcli_call(&c, pc, args, 2, &r), 0);
+    args[1] = rv_str("testing.nop");
+    assert_int_equal(rawcli_call(&c, pc, args, 2, &r), 1);
     assert_non_null(strstr(c.exc, "Task 1 error: testing.nop: global functions can be called "
                                   "only from the session's thread"));
 
     /* The module stays usable through its functions after the client frees
      * the module handles. */
-    assert_int_equal(free_handle(&c, lmod, 9), 0);
-    assert_int_equal(free_handle(&c, vmod, 9), 0);
-    args[1] = v_str("addone");
-    assert_int_equal(call(&c, ec, args, 2, &r), 0);
-    cli_close(&c);
+    assert_int_equal(rawcli_free_handle(&c, lmod, 9), 0);
+    assert_int_equal(rawcli_free_handle(&c, vmod, 9), 0);
+    args[1] = rv_str("addone");
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0);
+    rawcli_close(&c);
 }
 
 /* Undefined-symbol C target code reaching every runtime function. */
 static void test_c_abi(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t mod = load_fixture(&c, "cabi.so");
     assert_true(mod != 0);
@@ -660,32 +378,32 @@ static void test_c_abi(void **state)
     rpc_tensor_t tx;
     assert_int_equal(alloc_vec(&c, &tx, 64, x), 0);
 
-    rpc_value_t args[2] = {v_tensor(&tx), v_str("tvm.contrib.random.random_fill_for_measure")};
-    uint64_t ec = mod_func(&c, mod, "c_env_call", 1);
-    assert_int_equal(call(&c, ec, args, 2, &r), 0);
-    assert_int_equal(copy_from(&c, &tx, out, sizeof(out)), 0);
+    rpc_value_t args[2] = {rv_tensor(&tx), rv_str("tvm.contrib.random.random_fill_for_measure")};
+    uint64_t ec = rawcli_mod_func(&c, mod, "c_env_call", 1);
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tx, out, sizeof(out)), 0);
     for (int i = 0; i < 64; i++)
         assert_true(out[i] >= 1 && out[i] < 10);
-    args[1] = v_str("tvm.contrib.random.random_fill");
-    assert_int_equal(call(&c, ec, args, 2, &r), 0);
-    assert_int_equal(call(&c, ec, args, 2, &r), 0); /* cached handle stays the same */
-    args[1] = v_str("no.such.function");
-    assert_int_equal(call(&c, ec, args, 2, &r), 1);
+    args[1] = rv_str("tvm.contrib.random.random_fill");
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0);
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0); /* cached handle stays the same */
+    args[1] = rv_str("no.such.function");
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 1);
     assert_non_null(strstr(c.exc, "Cannot find function no.such.function"));
     /* A global RPC function called back from compiled code. */
-    args[1] = v_str("testing.nop");
-    assert_int_equal(call(&c, ec, args, 2, &r), 0);
+    args[1] = rv_str("testing.nop");
+    assert_int_equal(rawcli_call(&c, ec, args, 2, &r), 0);
 
     /* A string result of a global function, through compiled code. */
-    rpc_value_t sa[2] = {v_str("tvm.rpc.server.workpath"), v_str("some/file.txt")};
-    assert_int_equal(call(&c, mod_func(&c, mod, "c_call_str", 1), sa, 2, &r), 0);
+    rpc_value_t sa[2] = {rv_str("tvm.rpc.server.workpath"), rv_str("some/file.txt")};
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "c_call_str", 1), sa, 2, &r), 0);
     assert_int_equal(r.kind, RV_STR);
     assert_true(r.u.s.len > 14 && r.u.s.p[0] == '/' &&
                 memcmp(r.u.s.p + r.u.s.len - 14, "/some/file.txt", 14) == 0);
 
-    assert_int_equal(call(&c, mod_func(&c, mod, "c_run_once", 1), NULL, 0, &r), 0);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "c_run_once", 1), NULL, 0, &r), 0);
     assert_int_equal(r.u.i, 1);
-    assert_int_equal(call(&c, mod_func(&c, mod, "c_last_error", 1), NULL, 0, &r), 0);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "c_last_error", 1), NULL, 0, &r), 0);
     assert_int_equal(r.kind, RV_BOOL);
     assert_int_equal(r.u.i, 1);
 
@@ -693,29 +411,29 @@ static void test_c_abi(void **state)
     const float want[5] = {1.0f, 0.5f, 3.140625f, 65504.0f, 0.0f};
     rpc_tensor_t th;
     assert_int_equal(alloc_vec(&c, &th, 5, in), 0);
-    rpc_value_t ha = v_tensor(&th);
-    assert_int_equal(call(&c, mod_func(&c, mod, "c_half", 1), &ha, 1, &r), 0);
-    assert_int_equal(copy_from(&c, &th, out, 5 * 4), 0);
+    rpc_value_t ha = rv_tensor(&th);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "c_half", 1), &ha, 1, &r), 0);
+    assert_int_equal(rawcli_copy_from(&c, &th, out, 5 * 4), 0);
     for (int i = 0; i < 5; i++)
         assert_true(out[i] == want[i]);
 
     fill_seq(x, 64, 1.0f);
     assert_int_equal(alloc_vec(&c, &tx, 64, x), 0);
-    rpc_value_t pa[2] = {v_tensor(&tx), v_int(7)};
-    assert_int_equal(call(&c, mod_func(&c, mod, "c_parallel", 1), pa, 2, &r), 0);
-    assert_int_equal(copy_from(&c, &tx, out, sizeof(out)), 0);
+    rpc_value_t pa[2] = {rv_tensor(&tx), rv_int(7)};
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "c_parallel", 1), pa, 2, &r), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tx, out, sizeof(out)), 0);
     for (int i = 0; i < 64; i++)
         assert_true(out[i] == x[i] + 7);
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 static void test_scalars(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t mod = load_fixture(&c, "vadd.so");
-    rpc_value_t r, a[4] = {v_int(7), v_float(1.25), v_str("hey"), v_bool(1)};
-    assert_int_equal(call(&c, mod_func(&c, mod, "scalars", 1), a, 4, &r), 0);
+    rpc_value_t r, a[4] = {rv_int(7), rv_float(1.25), rv_str("hey"), rv_bool(1)};
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "scalars", 1), a, 4, &r), 0);
     assert_int_equal(r.kind, RV_STR);
     assert_int_equal(r.u.s.len, strlen("7,125,hey,1"));
     assert_memory_equal(r.u.s.p, "7,125,hey,1", r.u.s.len);
@@ -723,35 +441,35 @@ static void test_scalars(void **state)
     float x[4] = {1, 2, 3, 4.5f};
     rpc_tensor_t tx;
     assert_int_equal(alloc_vec(&c, &tx, 4, x), 0);
-    rpc_value_t xa = v_tensor(&tx);
-    assert_int_equal(call(&c, mod_func(&c, mod, "vsum", 1), &xa, 1, &r), 0);
+    rpc_value_t xa = rv_tensor(&tx);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "vsum", 1), &xa, 1, &r), 0);
     assert_int_equal(r.kind, RV_FLOAT);
     assert_true(r.u.f == 10.5);
 
     /* Array arguments must be memory this session allocated. */
     rpc_tensor_t fake = tx;
     fake.data = 0x1000;
-    rpc_value_t fa = v_tensor(&fake);
-    assert_int_equal(call(&c, mod_func(&c, mod, "vsum", 1), &fa, 1, &r), 1);
+    rpc_value_t fa = rv_tensor(&fake);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "vsum", 1), &fa, 1, &r), 1);
     assert_non_null(strstr(c.exc, "not allocated in this session"));
     fake = tx;
     fake.shape[0] = 5; /* one element past the allocation */
-    assert_int_equal(call(&c, mod_func(&c, mod, "vsum", 1), &fa, 1, &r), 1);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "vsum", 1), &fa, 1, &r), 1);
     fake = tx;
     fake.dev.type = 2;
-    assert_int_equal(call(&c, mod_func(&c, mod, "vsum", 1), &fa, 1, &r), 1);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "vsum", 1), &fa, 1, &r), 1);
     assert_non_null(strstr(c.exc, "only the CPU"));
     /* The kernel's own checks. */
-    assert_int_equal(call(&c, mod_func(&c, mod, "vadd", 1), &xa, 1, &r), 1);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "vadd", 1), &xa, 1, &r), 1);
     assert_string_equal(c.exc, "TVMError: vadd: num_args should be 3");
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* ---- system library ------------------------------------------------------------------ */
 
 static void test_system_lib(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
     /* syslib.so is classic-ABI code: runtime.SystemLib in either wire
@@ -759,67 +477,69 @@ static void test_system_lib(void **state)
      * system libraries are test_ffi_modules' part. */
     const char *syslib = "runtime.SystemLib";
     /* Empty registry: lookups give none, not an error. */
-    assert_int_equal(gcall(&c, syslib, NULL, 0, &r), 0);
+    assert_int_equal(rawcli_gcall(&c, syslib, NULL, 0, &r), 0);
     assert_int_equal(r.kind, RV_MODULE);
-    assert_int_equal(mod_func(&c, r.u.h, "notexist", 1), 0);
+    assert_int_equal(rawcli_mod_func(&c, r.u.h, "notexist", 1), 0);
     assert_string_equal(c.exc, "");
 
     /* Loading the object runs its constructors, which register symbols. */
     assert_true(load_fixture(&c, "syslib.so") != 0);
-    assert_int_equal(gcall(&c, syslib, NULL, 0, &r), 0);
+    assert_int_equal(rawcli_gcall(&c, syslib, NULL, 0, &r), 0);
     uint64_t sys = r.u.h;
-    uint64_t f = mod_func(&c, sys, "sysfx_add_one", 1);
+    uint64_t f = rawcli_mod_func(&c, sys, "sysfx_add_one", 1);
     assert_true(f != 0);
     float x[4] = {1, 2, 3, 4}, out[4];
     rpc_tensor_t tx;
     assert_int_equal(alloc_vec(&c, &tx, 4, x), 0);
-    rpc_value_t xa = v_tensor(&tx);
-    assert_int_equal(call(&c, f, &xa, 1, &r), 0);
-    assert_int_equal(copy_from(&c, &tx, out, sizeof(out)), 0);
+    rpc_value_t xa = rv_tensor(&tx);
+    assert_int_equal(rawcli_call(&c, f, &xa, 1, &r), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tx, out, sizeof(out)), 0);
     assert_true(out[3] == 5);
-    assert_int_equal(mod_func(&c, sys, "sysfx_two", 1), 0); /* only with the prefix */
+    assert_int_equal(rawcli_mod_func(&c, sys, "sysfx_two", 1), 0); /* only with the prefix */
 
-    rpc_value_t pfx = v_str("myprefix_");
-    assert_int_equal(gcall(&c, syslib, &pfx, 1, &r), 0);
+    rpc_value_t pfx = rv_str("myprefix_");
+    assert_int_equal(rawcli_gcall(&c, syslib, &pfx, 1, &r), 0);
     uint64_t psys = r.u.h;
-    uint64_t two = mod_func(&c, psys, "sysfx_two", 1);
+    uint64_t two = rawcli_mod_func(&c, psys, "sysfx_two", 1);
     assert_true(two != 0);
-    assert_int_equal(call(&c, two, NULL, 0, &r), 0);
+    assert_int_equal(rawcli_call(&c, two, NULL, 0, &r), 0);
     assert_int_equal(r.u.i, 2); /* the loader set <prefix>__tvm_module_ctx */
-    assert_true(mod_func(&c, psys, "sysfx_add_one", 1) != 0); /* unprefixed fallback */
-    cli_close(&c);
+    assert_true(rawcli_mod_func(&c, psys, "sysfx_add_one", 1) != 0); /* unprefixed fallback */
+    rawcli_close(&c);
 }
 
 /* ---- import blobs ----------------------------------------------------------------------- */
 
-static void expect_load_error(cli_t *c, const char *file, const char *needle)
+static void expect_load_error(rawcli_t *c, const char *file, const char *needle)
 {
-    rpc_value_t a = v_str(file), r;
+    rpc_value_t a = rv_str(file), r;
     assert_int_equal(upload_fixture(c, file, NULL), 0);
-    assert_int_equal(gcall(c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    assert_int_equal(rawcli_gcall(c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     if (!strstr(c->exc, needle))
         fail_msg("%s: expected \"%s\" in \"%s\"", file, needle, c->exc);
 }
 
 static void test_blobs(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
     float x[4] = {1, 2, 3, 4}, out[4];
     rpc_tensor_t tx;
     assert_int_equal(alloc_vec(&c, &tx, 4, x), 0);
-    rpc_value_t xa = v_tensor(&tx);
+    rpc_value_t xa = rv_tensor(&tx);
 
     static const char *const good[] = {"blob_tree.so", "blob_legacy.so"};
     for (int k = 0; k < 2; k++) {
         uint64_t mod = load_fixture(&c, good[k]);
         assert_true(mod != 0);
-        assert_int_equal(call(&c, mod_func(&c, mod, "blob_add_one", 1), &xa, 1, &r), 0);
-        assert_int_equal(call(&c, mod_func(&c, mod, "blob_has_ctx", 1), NULL, 0, &r), 0);
+        assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "blob_add_one", 1), &xa, 1, &r),
+                         0);
+        assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "blob_has_ctx", 1), NULL, 0, &r),
+                         0);
         assert_int_equal(r.u.i, 1);
     }
-    assert_int_equal(copy_from(&c, &tx, out, sizeof(out)), 0);
+    assert_int_equal(rawcli_copy_from(&c, &tx, out, sizeof(out)), 0);
     assert_true(out[0] == 3);
 
     expect_load_error(&c, "blob_cuda.so",
@@ -832,12 +552,12 @@ static void test_blobs(void **state)
     expect_load_error(&c, "blob_badtree.so", "which does not exist");
     /* The session survives all of them. */
     assert_true(load_fixture(&c, "blob_tree.so") != 0);
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* ---- linking uploads ------------------------------------------------------------------- */
 
-static void check_vadd(cli_t *c, uint64_t mod)
+static void check_vadd(rawcli_t *c, uint64_t mod)
 {
     float a[64], b[64], out[64];
     fill_seq(a, 64, 1.0f);
@@ -846,53 +566,51 @@ static void check_vadd(cli_t *c, uint64_t mod)
     assert_int_equal(alloc_vec(c, &ta, 64, a), 0);
     assert_int_equal(alloc_vec(c, &tb, 64, b), 0);
     assert_int_equal(alloc_vec(c, &tc, 64, NULL), 0);
-    rpc_value_t args[3] = {v_tensor(&ta), v_tensor(&tb), v_tensor(&tc)};
-    uint64_t f = mod_func(c, mod, "vadd", 1);
+    rpc_value_t args[3] = {rv_tensor(&ta), rv_tensor(&tb), rv_tensor(&tc)};
+    uint64_t f = rawcli_mod_func(c, mod, "vadd", 1);
     assert_true(f != 0);
-    assert_int_equal(call(c, f, args, 3, NULL), 0);
-    assert_int_equal(copy_from(c, &tc, out, sizeof(out)), 0);
+    assert_int_equal(rawcli_call(c, f, args, 3, NULL), 0);
+    assert_int_equal(rawcli_copy_from(c, &tc, out, sizeof(out)), 0);
     for (int i = 0; i < 64; i++)
         assert_true(out[i] == a[i] + b[i]);
 }
 
 static void test_link_object(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
     uint64_t mod = load_fixture(&c, "vadd.o");
     if (!mod)
         fail_msg("load vadd.o: %s", c.exc);
     check_vadd(&c, mod);
-    rpc_value_t a = v_str("vadd.o");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.download_linked_module", &a, 1, &r), 0);
+    rpc_value_t a = rv_str("vadd.o");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.download_linked_module", &a, 1, &r), 0);
     assert_int_equal(r.kind, RV_BYTES);
     assert_true(r.u.s.len > 4 && memcmp(r.u.s.p, "\177ELF", 4) == 0);
     size_t linked = (size_t)r.u.s.len;
     /* Exactly <name>.so, next to the upload (MetaSchedule removes it so). */
-    a = v_str("vadd.o.so");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.download", &a, 1, &r), 0);
+    a = rv_str("vadd.o.so");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.download", &a, 1, &r), 0);
     assert_int_equal(r.u.s.len, linked);
 
     /* .so files come back as they are. */
-    char path[PATH_MAX];
     size_t n;
-    snprintf(path, sizeof(path), "%s/vadd.so", fixdir);
-    char *orig = read_file(path, &n);
+    char *orig = fixture_bytes("vadd.so", &n);
     assert_non_null(orig);
     assert_int_equal(upload_fixture(&c, "vadd.so", NULL), 0);
-    a = v_str("vadd.so");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.download_linked_module", &a, 1, &r), 0);
+    a = rv_str("vadd.so");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.download_linked_module", &a, 1, &r), 0);
     assert_int_equal(r.u.s.len, n);
     assert_memory_equal(r.u.s.p, orig, n);
     free(orig);
 
     static const char junk[] = "this is not an object file";
     assert_int_equal(upload_bytes(&c, "junk.o", junk, sizeof(junk)), 0);
-    a = v_str("junk.o");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    a = rv_str("junk.o");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     assert_non_null(strstr(c.exc, "linking"));
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* A one-member ustar archive written by hand, so the member name can be
@@ -921,7 +639,7 @@ static size_t make_tar(char *out, size_t outlen, const char *member, const char 
 
 static void test_link_tar(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
     uint64_t mod = load_fixture(&c, "model.tar");
@@ -929,40 +647,40 @@ static void test_link_tar(void **state)
         fail_msg("load model.tar: %s", c.exc);
     check_vadd(&c, mod);
     /* Loading again extracts into a fresh directory. */
-    rpc_value_t a = v_str("model.tar");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 0);
+    rpc_value_t a = rv_str("model.tar");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 0);
     assert_int_equal(r.kind, RV_MODULE);
-    assert_int_equal(gcall(&c, "tvm.rpc.server.download_linked_module", &a, 1, &r), 0);
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.download_linked_module", &a, 1, &r), 0);
     assert_true(r.u.s.len > 4 && memcmp(r.u.s.p, "\177ELF", 4) == 0);
 
     static char tarbuf[8192];
     size_t n = make_tar(tarbuf, sizeof(tarbuf), "../escape.o", "x", 1);
     assert_int_equal(upload_bytes(&c, "evil.tar", tarbuf, n), 0);
-    a = v_str("evil.tar");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    a = rv_str("evil.tar");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     assert_non_null(strstr(c.exc, "outside"));
     n = make_tar(tarbuf, sizeof(tarbuf), "/tmp/abs.o", "x", 1);
     assert_int_equal(upload_bytes(&c, "abs.tar", tarbuf, n), 0);
-    a = v_str("abs.tar");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    a = rv_str("abs.tar");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     assert_non_null(strstr(c.exc, "outside"));
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
 static void test_errors(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
-    rpc_value_t r, a = v_str("no_such_module.so");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    rpc_value_t r, a = rv_str("no_such_module.so");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     assert_non_null(strstr(c.exc, "cannot find file"));
     assert_non_null(strstr(c.exc, "no_such_module.so"));
 
     assert_int_equal(upload_bytes(&c, "kernel.ptx", "//", 2), 0);
-    a = v_str("kernel.ptx");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    a = rv_str("kernel.ptx");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     /* The loader's global name is the generation's own (RUNTIME.md §1.2:
      * runtime.module.loadfile_ptx, ffi.Module.load_from_file.ptx). */
     assert_non_null(strstr(c.exc, "Loader for `.ptx` files is not registered, resolved to ("));
@@ -970,56 +688,56 @@ static void test_errors(void **state)
         assert_non_null(strstr(c.exc, "(runtime.module.loadfile_ptx)"));
 
     assert_int_equal(upload_bytes(&c, "bad.so", "not elf", 7), 0);
-    a = v_str("bad.so");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    a = rv_str("bad.so");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
     assert_non_null(strstr(c.exc, "Failed to load dynamic shared library"));
 
-    a = v_str("../outside.so");
-    assert_int_equal(gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
+    a = rv_str("../outside.so");
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.load_module", &a, 1, &r), 1);
 
     uint64_t mod = load_fixture(&c, "faulty.so");
     assert_true(mod != 0);
-    a = v_str("boom: kernel assertion failed");
-    assert_int_equal(call(&c, mod_func(&c, mod, "fail_msg", 1), &a, 1, &r), 1);
+    a = rv_str("boom: kernel assertion failed");
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "fail_msg", 1), &a, 1, &r), 1);
     assert_string_equal(c.exc, "TVMError: boom: kernel assertion failed");
-    a = v_str("ValueError: already has a kind");
-    assert_int_equal(call(&c, mod_func(&c, mod, "fail_msg", 1), &a, 1, &r), 1);
+    a = rv_str("ValueError: already has a kind");
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "fail_msg", 1), &a, 1, &r), 1);
     assert_string_equal(c.exc, "ValueError: already has a kind");
-    assert_int_equal(call(&c, mod_func(&c, mod, "fail_silent", 1), NULL, 0, &r), 1);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "fail_silent", 1), NULL, 0, &r), 1);
     assert_non_null(strstr(c.exc, "fail_silent failed (returned -7)"));
 
     /* Module arguments must be modules. */
-    rpc_value_t bad[3] = {v_handle(RV_MODULE, 12345), v_str("x"), v_bool(1)};
-    assert_int_equal(gcall(&c, "tvm.rpc.server.ModuleGetFunction", bad, 3, &r), 1);
-    cli_close(&c);
+    rpc_value_t bad[3] = {rv_handle(RV_MODULE, 12345), rv_str("x"), rv_bool(1)};
+    assert_int_equal(rawcli_gcall(&c, "tvm.rpc.server.ModuleGetFunction", bad, 3, &r), 1);
+    rawcli_close(&c);
 }
 
 /* ---- time evaluator ------------------------------------------------------------------------ */
 
-static int time_eval(cli_t *c, uint64_t mod, const char *name, int number, int repeat, int min_ms,
-                     int cooldown, int flush, const char *pre, uint64_t *h)
+static int time_eval(rawcli_t *c, uint64_t mod, const char *name, int number, int repeat,
+                     int min_ms, int cooldown, int flush, const char *pre, uint64_t *h)
 {
-    rpc_value_t te[12] = {mod ? v_handle(RV_MODULE, mod) : (rpc_value_t){.kind = RV_NONE},
-                          v_str(name),
-                          v_int(1),
-                          v_int(0),
-                          v_int(number),
-                          v_int(repeat),
-                          v_int(min_ms),
-                          v_int(100),
-                          v_int(cooldown),
-                          v_int(2),
-                          v_int(flush),
-                          v_str(pre)};
+    rpc_value_t te[12] = {mod ? rv_handle(RV_MODULE, mod) : (rpc_value_t){.kind = RV_NONE},
+                          rv_str(name),
+                          rv_int(1),
+                          rv_int(0),
+                          rv_int(number),
+                          rv_int(repeat),
+                          rv_int(min_ms),
+                          rv_int(100),
+                          rv_int(cooldown),
+                          rv_int(2),
+                          rv_int(flush),
+                          rv_str(pre)};
     rpc_value_t r;
-    int rc = gcall(c, "runtime.RPCTimeEvaluator", te, 12, &r);
+    int rc = rawcli_gcall(c, "runtime.RPCTimeEvaluator", te, 12, &r);
     *h = rc == 0 && r.kind == RV_FUNC ? r.u.h : 0;
     return rc;
 }
 
 static void test_time_evaluator(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t mod = load_fixture(&c, "vadd.so"), fmod = load_fixture(&c, "faulty.so");
     float a[N];
@@ -1028,7 +746,7 @@ static void test_time_evaluator(void **state)
     assert_int_equal(alloc_vec(&c, &ta, N, a), 0);
     assert_int_equal(alloc_vec(&c, &tb, N, a), 0);
     assert_int_equal(alloc_vec(&c, &tc, N, NULL), 0);
-    rpc_value_t args[3] = {v_tensor(&ta), v_tensor(&tb), v_tensor(&tc)}, r;
+    rpc_value_t args[3] = {rv_tensor(&ta), rv_tensor(&tb), rv_tensor(&tc)}, r;
     uint64_t h;
 
     /* min_repeat_ms grows number until a batch lasts 5 ms; with cooldown,
@@ -1037,7 +755,7 @@ static void test_time_evaluator(void **state)
         time_eval(&c, mod, "vadd", 1, 3, 5, 1, 1 << 16, "cache_flush_cpu_non_first_arg", &h), 0);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_int_equal(call(&c, h, args, 3, &r), 0);
+    assert_int_equal(rawcli_call(&c, h, args, 3, &r), 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_int_equal(r.kind, RV_BYTES);
     assert_int_equal(r.u.s.len, 3 * 8);
@@ -1050,13 +768,13 @@ static void test_time_evaluator(void **state)
 
     /* repeat = 0: empty bytes. */
     assert_int_equal(time_eval(&c, mod, "vadd", 10, 0, 0, 0, 0, "", &h), 0);
-    assert_int_equal(call(&c, h, args, 3, &r), 0);
+    assert_int_equal(rawcli_call(&c, h, args, 3, &r), 0);
     assert_int_equal(r.kind, RV_BYTES);
     assert_int_equal(r.u.s.len, 0);
 
     /* A global function (mod = None). */
     assert_int_equal(time_eval(&c, 0, "testing.nop", 5, 2, 0, 0, 0, "", &h), 0);
-    assert_int_equal(call(&c, h, NULL, 0, &r), 0);
+    assert_int_equal(rawcli_call(&c, h, NULL, 0, &r), 0);
     assert_int_equal(r.u.s.len, 16);
 
     assert_int_equal(time_eval(&c, mod, "nope", 1, 1, 0, 0, 0, "", &h), 1);
@@ -1068,16 +786,16 @@ static void test_time_evaluator(void **state)
 
     /* Errors of the timed function are the call's error. */
     assert_int_equal(time_eval(&c, fmod, "fail_silent", 1, 1, 0, 0, 0, "", &h), 0);
-    assert_int_equal(call(&c, h, NULL, 0, &r), 1);
+    assert_int_equal(rawcli_call(&c, h, NULL, 0, &r), 1);
     assert_non_null(strstr(c.exc, "fail_silent failed"));
-    cli_close(&c);
+    rawcli_close(&c);
 }
 
 /* ---- measurement helpers through RPC --------------------------------------------------------- */
 
 static void test_random_fill(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
     float zero[300] = {0}, out[300];
@@ -1086,9 +804,9 @@ static void test_random_fill(void **state)
                                       "tvm.contrib.random.random_fill_for_measure"};
     for (int k = 0; k < 2; k++) {
         assert_int_equal(alloc_vec(&c, &t, 300, zero), 0);
-        rpc_value_t a = v_tensor(&t);
-        assert_int_equal(gcall(&c, fns[k], &a, 1, &r), 0);
-        assert_int_equal(copy_from(&c, &t, out, sizeof(out)), 0);
+        rpc_value_t a = rv_tensor(&t);
+        assert_int_equal(rawcli_gcall(&c, fns[k], &a, 1, &r), 0);
+        assert_int_equal(rawcli_copy_from(&c, &t, out, sizeof(out)), 0);
         for (int i = 0; i < 300; i++)
             assert_true(out[i] >= 1 && out[i] < 10);
     }
@@ -1097,22 +815,22 @@ static void test_random_fill(void **state)
     t8.dtype.code = 0;
     t8.dtype.bits = 8;
     t8.shape[0] = 1200;
-    rpc_value_t a8 = v_tensor(&t8);
-    assert_int_equal(gcall(&c, fns[0], &a8, 1, &r), 0);
+    rpc_value_t a8 = rv_tensor(&t8);
+    assert_int_equal(rawcli_gcall(&c, fns[0], &a8, 1, &r), 0);
     uint8_t bytes[1200];
-    assert_int_equal(copy_from(&c, &t8, bytes, sizeof(bytes)), 0);
+    assert_int_equal(rawcli_copy_from(&c, &t8, bytes, sizeof(bytes)), 0);
     for (int i = 0; i < 1200; i++)
         assert_true(bytes[i] >= 1 && bytes[i] <= 9);
     /* 12-bit elements cannot be filled. */
     t8.dtype.bits = 12;
     t8.shape[0] = 10;
-    assert_int_equal(gcall(&c, fns[0], &a8, 1, &r), 1);
+    assert_int_equal(rawcli_gcall(&c, fns[0], &a8, 1, &r), 1);
 
-    rpc_value_t fl[2] = {v_tensor(&t), v_tensor(&t)};
-    assert_int_equal(gcall(&c, "cache_flush_cpu_non_first_arg", fl, 2, &r), 0);
-    fl[1] = v_int(3);
-    assert_int_equal(gcall(&c, "cache_flush_cpu_non_first_arg", fl, 2, &r), 1);
-    cli_close(&c);
+    rpc_value_t fl[2] = {rv_tensor(&t), rv_tensor(&t)};
+    assert_int_equal(rawcli_gcall(&c, "cache_flush_cpu_non_first_arg", fl, 2, &r), 0);
+    fl[1] = rv_int(3);
+    assert_int_equal(rawcli_gcall(&c, "cache_flush_cpu_non_first_arg", fl, 2, &r), 1);
+    rawcli_close(&c);
 }
 
 /* ---- crashes and hangs end the session, not the server ----------------------------------------
@@ -1120,22 +838,22 @@ static void test_random_fill(void **state)
 
 static void expect_server_alive(void)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     rpc_value_t r;
-    assert_int_equal(gcall(&c, "testing.nop", NULL, 0, &r), 0);
-    cli_close(&c);
+    assert_int_equal(rawcli_gcall(&c, "testing.nop", NULL, 0, &r), 0);
+    rawcli_close(&c);
 }
 
 static void test_crash(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     connect_or_fail(&c);
     uint64_t mod = load_fixture(&c, "faulty.so");
     assert_true(mod != 0);
     int before = h_log_count(&srv, "worker killed by signal 11");
-    assert_int_equal(call(&c, mod_func(&c, mod, "segv", 1), NULL, 0, NULL), -1);
-    cli_close(&c);
+    assert_int_equal(rawcli_call(&c, rawcli_mod_func(&c, mod, "segv", 1), NULL, 0, NULL), -1);
+    rawcli_close(&c);
     for (int i = 0; i < 500 && h_log_count(&srv, "worker killed by signal 11") == before; i++)
         usleep(10000);
     if (h_log_count(&srv, "worker killed by signal 11") != before + 1) {
@@ -1147,19 +865,19 @@ static void test_crash(void **state)
 
 static void test_timeout(void **state)
 {
-    cli_t c;
+    rawcli_t c;
     if (cli_connect(&c, " -timeout=2") != 0)
         fail_msg("cannot open a session");
     uint64_t mod = load_fixture(&c, "faulty.so");
     assert_true(mod != 0);
-    uint64_t spin = mod_func(&c, mod, "spin", 1);
+    uint64_t spin = rawcli_mod_func(&c, mod, "spin", 1);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_int_equal(call_to(&c, spin, NULL, 0, NULL, 15000), 1);
+    assert_int_equal(rawcli_call_to(&c, spin, NULL, 0, NULL, 15000), 1);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_non_null(strstr(c.exc, "RPCSessionTimeoutError: "));
     assert_true(t1.tv_sec - t0.tv_sec < 10);
-    cli_close(&c);
+    rawcli_close(&c);
     for (int i = 0; i < 500 && h_log_count(&srv, "timed out") == 0; i++)
         usleep(10000);
     assert_true(h_log_count(&srv, "timed out") >= 1);

@@ -55,142 +55,13 @@ static const tvmrpc_device_t cpu0 = {1, 0};
 static const tvmrpc_dtype_t f32 = {2, 32, 1};
 static const tvmrpc_dtype_t u8 = {1, 8, 1};
 
-/* What a test opened, released by cleanup() even when an assertion fails
- * mid-test: a session left open would keep the one-session server busy. */
-static tvmrpc_sess_t *open_sess_list[8];
-static int open_fds[16];
-static hproc_t procs[4];
-static int nsess, nfds, nprocs;
-
-static tvmrpc_sess_t *track_sess(tvmrpc_sess_t *s)
-{
-    if (s && nsess < 8)
-        open_sess_list[nsess++] = s;
-    return s;
-}
-
-static void sess_done(tvmrpc_sess_t *s)
-{
-    for (int i = 0; i < nsess; i++)
-        if (open_sess_list[i] == s)
-            open_sess_list[i] = NULL;
-    tvmrpc_close(s);
-}
-
-static int track_fd(int fd)
-{
-    if (fd >= 0 && nfds < 16)
-        open_fds[nfds++] = fd;
-    return fd;
-}
-
-static void fd_done(int fd)
-{
-    for (int i = 0; i < nfds; i++)
-        if (open_fds[i] == fd)
-            open_fds[i] = -1;
-    close(fd);
-}
-
-static hproc_t *proc_new(void)
-{
-    assert_true(nprocs < 4);
-    hproc_t *p = &procs[nprocs++];
-    memset(p, 0, sizeof(*p));
-    return p;
-}
-
+/* What a test opened (h_track_sess, h_track_fd, h_proc_new) is released
+ * by cleanup() even when an assertion fails mid-test: a session left open
+ * would keep the one-session server busy. */
 static int cleanup(void **state)
 {
-    for (int i = 0; i < nsess; i++)
-        if (open_sess_list[i])
-            tvmrpc_close(open_sess_list[i]);
-    for (int i = 0; i < nfds; i++)
-        if (open_fds[i] >= 0)
-            close(open_fds[i]);
-    for (int i = 0; i < nprocs; i++)
-        if (procs[i].pid > 0)
-            h_stop(&procs[i]);
-    nsess = nfds = nprocs = 0;
+    h_cleanup();
     return 0;
-}
-
-/* ---- processes -------------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* The port from the "bind to 127.0.0.1:PORT" line of p's log. */
-static int log_port(hproc_t *p)
-{
-    char line[512];
-    FILE *fp = fopen(p->log_path, "r");
-    int port = 0;
-    while (fp && !port && fgets(line, sizeof(line), fp)) {
-        char *at = strstr(line, "bind to 127.0.0.1:");
-        if (at)
-            port = atoi(at + strlen("bind to 127.0.0.1:"));
-    }
-    if (fp)
-        fclose(fp);
-    return port;
-}
-
-/* "tvmrpc ARGV..." and wait for its bind line. */
-static int spawn_bound(hproc_t *p, const char *const *argv)
-{
-    if (h_spawn(p, argv) < 0 || h_wait_log(p, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
-        h_dump_log(p);
-        return -1;
-    }
-    p->port = log_port(p);
-    return p->port > 0 ? 0 : -1;
-}
-
-static int start_server(hproc_t *p, const char *const *extra)
-{
-    const char *argv[32] = {"server", "--host", "127.0.0.1", "--port", "0"};
-    int n = 5;
-    for (int i = 0; extra && extra[i] && n < 31; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    return spawn_bound(p, argv);
-}
-
-/* Wait until needle occurs more than `before` times in p's log. */
-static int wait_log_count(hproc_t *p, const char *needle, int before, int timeout_ms)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        if (h_log_count(p, needle) > before)
-            return 0;
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-/* The server's forked workers (children of its main thread). */
-static int children(pid_t pid, pid_t *out, int max)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    FILE *fp = fopen(path, "r");
-    int n = 0, v;
-    while (fp && n < max && fscanf(fp, "%d", &v) == 1)
-        out[n++] = v;
-    if (fp)
-        fclose(fp);
-    return n;
 }
 
 /* ---- sessions --------------------------------------------------------------- */
@@ -204,7 +75,7 @@ static tvmrpc_sess_t *open_gen(int port, const char *key, double timeout, int ge
     o.generation = gen;
     char err[512];
     tvmrpc_sess_t *s =
-        track_sess(tvmrpc_connect_opts("127.0.0.1", port, key, &o, err, sizeof(err)));
+        h_track_sess(tvmrpc_connect_opts("127.0.0.1", port, key, &o, err, sizeof(err)));
     if (!s)
         fail_msg("connect to %d: %s", port, err);
     return s;
@@ -260,7 +131,7 @@ static void nop_ok(tvmrpc_sess_t *s)
 static int raw_connect(int port)
 {
     char err[NET_ERR_LEN];
-    int fd = track_fd(net_connect("127.0.0.1", port, IO_MS, err));
+    int fd = h_track_fd(net_connect("127.0.0.1", port, IO_MS, err));
     if (fd < 0)
         fail_msg("%s", err);
     return fd;
@@ -367,7 +238,7 @@ static int setup(void **state)
     snprintf(opts, sizeof(opts), "%s%shandle_segv=0", asan ? asan : "", asan && *asan ? ":" : "");
     setenv("ASAN_OPTIONS", opts, 1);
     const char *extra[] = {"--key", KEY, "--handshake-timeout", "1", "--max-packet", "100", NULL};
-    return start_server(&srv, extra);
+    return h_start_server(&srv, extra);
 }
 
 static int teardown(void **state)
@@ -385,7 +256,7 @@ static void test_connect_and_key(void **state)
     /* auto server: neutral kInitServer reply, then classic unless forced */
     assert_int_equal(tvmrpc_generation(s), test_gen);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
     char err[512], want[512];
     assert_null(tvmrpc_connect("127.0.0.1", srv.port, "nope", 0, err, sizeof(err)));
     snprintf(want, sizeof(want), "URL 127.0.0.1:%d cannot find server that matches key=client:nope",
@@ -405,13 +276,13 @@ static void test_raw_wrong_key(void **state)
     const uint8_t mismatch[4] = {0x73, 0xF2, 0x0F, 0x00};
     assert_memory_equal(b, mismatch, 4);
     assert_true(h_peer_closed(fd, IO_MS));
-    fd_done(fd);
+    h_close_fd(fd);
     /* Only the first token counts: options after it are fine. */
     fd = raw_connect(srv.port);
     raw_hello(fd, "client:" KEY " -timeout=100 -other=1");
     assert_int_equal(net_read_full(fd, b, 4, IO_MS, NULL, NULL), 0);
     assert_int_equal(le32(b), RPC_CODE_SUCCESS);
-    fd_done(fd);
+    h_close_fd(fd);
 }
 
 static void test_raw_wrong_magic(void **state)
@@ -423,10 +294,10 @@ static void test_raw_wrong_magic(void **state)
     int eof = 0;
     assert_int_equal(net_read_full(fd, b, 1, IO_MS, &eof, NULL), -1);
     assert_true(eof);
-    fd_done(fd);
+    h_close_fd(fd);
     tvmrpc_sess_t *s = open_sess();
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void test_raw_key_too_long(void **state)
@@ -439,7 +310,7 @@ static void test_raw_key_too_long(void **state)
     int eof = 0;
     assert_int_equal(net_read_full(fd, b, 1, IO_MS, &eof, NULL), -1);
     assert_true(eof);
-    fd_done(fd);
+    h_close_fd(fd);
 }
 
 static void test_silent_peer(void **state)
@@ -449,15 +320,15 @@ static void test_silent_peer(void **state)
     /* It does not hold up a real client. */
     tvmrpc_sess_t *s = open_sess();
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
     /* Dropped (at the session start, or after --handshake-timeout 1). */
     assert_true(h_peer_closed(idle, 5000));
-    fd_done(idle);
+    h_close_fd(idle);
     /* Alone, it is dropped by the handshake timeout. */
     idle = raw_connect(srv.port);
     assert_true(h_peer_closed(idle, 5000));
-    fd_done(idle);
-    assert_int_equal(wait_log_count(&srv, "no handshake within 1000 ms", before, 5000), 0);
+    h_close_fd(idle);
+    assert_int_equal(h_wait_log_count(&srv, "no handshake within 1000 ms", before, 5000), 0);
 }
 
 /* ---- packet-level errors ------------------------------------------------------ */
@@ -488,10 +359,10 @@ static void test_raw_before_init(void **state)
     /* An unknown packet code ends the session without a reply. */
     raw_send(fd, 99, NULL, 0);
     assert_true(h_peer_closed(fd, IO_MS));
-    fd_done(fd);
+    h_close_fd(fd);
     tvmrpc_sess_t *s = open_sess();
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void test_raw_oversized_packet(void **state)
@@ -507,11 +378,11 @@ static void test_raw_oversized_packet(void **state)
     put_le32(h + 8, RPC_CALL_FUNC);
     raw_write(fd, h, 12);
     assert_true(h_peer_closed(fd, IO_MS));
-    fd_done(fd);
+    h_close_fd(fd);
     /* The server serves the next client. */
     tvmrpc_sess_t *s = open_sess();
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* ---- global functions --------------------------------------------------------- */
@@ -581,7 +452,7 @@ static void test_echo_kinds(void **state)
 {
     tvmrpc_sess_t *s = open_sess();
     echo_battery(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* A function handle handed out again is one more reference (§4.7): the
@@ -599,7 +470,7 @@ static void test_echo_function_handle_refcount(void **state)
     tvmrpc_value_t one = tvmrpc_v_int(1);
     ASSERT_OK(s, tvmrpc_call(s, v.u.h, &one, 1, &v));
     ASSERT_OK(s, tvmrpc_free_handle(s, echo, TVMRPC_FUNC));
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* Handles the server never gave out are refused, not reflected. */
@@ -614,7 +485,7 @@ static void test_echo_unknown_handles(void **state)
     arg = tvmrpc_v_handle(TVMRPC_FUNC, 0xbad0);
     ASSERT_RC(s, tvmrpc_call(s, echo, &arg, 1, &v), TVMRPC_ERR_REMOTE);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void test_testing_helpers(void **state)
@@ -662,7 +533,7 @@ static void test_testing_helpers(void **state)
     ASSERT_RC(s, call2(s, "rpc.test.addone", a, 1, &v), TVMRPC_ERR_REMOTE);
     expect_error_text(s, "TypeError");
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* A shape made on the server is an opaque object reference the client can
@@ -717,7 +588,7 @@ static void test_shape_objects(void **state)
     ASSERT_OK(s, call2(s, size, b, 1, &v));
     assert_int_equal(v.u.i, 0);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* Functions the server makes on the fly: closures over an argument, and
@@ -759,7 +630,7 @@ static void test_made_functions(void **state)
     ASSERT_RC(s, call2(s, "testing.ErrorTest", a, 2, &v), TVMRPC_ERR_REMOTE);
     expect_error_text(s, "expect x and y to be equal");
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static uint64_t nd_func(tvmrpc_sess_t *s, uint64_t maker, const char *name)
@@ -837,7 +708,7 @@ static void test_server_owned_arrays(void **state)
     expect_error_text(s, "AssertionError");
     ASSERT_OK(s, tvmrpc_array_free(s, &m));
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void test_unknown_global_and_handles(void **state)
@@ -862,7 +733,7 @@ static void test_unknown_global_and_handles(void **state)
     tvmrpc_value_t bad = tvmrpc_v_device(0, 0);
     ASSERT_RC(s, tvmrpc_syscall(s, TVMRPC_SYS_SET_DEVICE, &bad, 1, NULL), TVMRPC_ERR_ARG);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* ---- workspace ------------------------------------------------------------------ */
@@ -992,7 +863,7 @@ static void test_workspace(void **state)
     unlink(back);
     ASSERT_RC(s, tvmrpc_upload_file(s, "/nonexistent/file", "z"), TVMRPC_ERR_ARG);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static int exists(const char *path)
@@ -1044,7 +915,7 @@ static void test_path_escapes(void **state)
     ASSERT_OK(s, tvmrpc_remove(s, "outfile"));
     assert_true(exists(victim));
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
     unlink(victim);
     rmdir(outside);
     free(root);
@@ -1108,7 +979,7 @@ static void test_cpu_syscalls(void **state)
 {
     tvmrpc_sess_t *s = open_sess();
     syscall_battery(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void array_battery(tvmrpc_sess_t *s)
@@ -1168,7 +1039,7 @@ static void test_arrays(void **state)
 {
     tvmrpc_sess_t *s = open_sess();
     array_battery(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void test_array_64mib_round_trip(void **state)
@@ -1187,7 +1058,7 @@ static void test_array_64mib_round_trip(void **state)
     ASSERT_OK(s, tvmrpc_array_free(s, &a));
     free(data);
     free(back);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* ---- session lifetime ------------------------------------------------------------ */
@@ -1198,20 +1069,20 @@ static void test_session_timeout(void **state)
     tvmrpc_sess_t *s = open_gen(srv.port, KEY, 1, test_gen);
     nop_ok(s);
     /* Idle past the 1 s limit: the server says so, then ends the session. */
-    assert_int_equal(wait_log_count(&srv, "timed out", before, 10000), 0);
+    assert_int_equal(h_wait_log_count(&srv, "timed out", before, 10000), 0);
     tvmrpc_value_t v;
     ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_TIMEOUT);
     assert_string_equal(tvmrpc_last_error(s),
                         "RPCSessionTimeoutError: Your 1.0s session has expired, try to increase "
                         "the \"session_timeout\" value.");
     ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_IO);
-    sess_done(s);
+    h_close_sess(s);
     assert_non_null(strstr(tvmrpc_last_error(NULL), "no session"));
     /* The key carried the option in Python's format. */
     assert_true(h_log_count(&srv, "key=client:" KEY " -timeout=1 started") > 0);
     s = open_sess();
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* The unsolicited timeout exception is encoded in the generation the
@@ -1238,14 +1109,14 @@ static void timeout_tag(const char *first_hex_payload, uint32_t want_tag)
     }
     raw_send(fd, RPC_DEV_GET_ATTR, p, pn);
     assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_RETURN);
-    assert_int_equal(wait_log_count(&srv, "timed out", before, 10000), 0);
+    assert_int_equal(h_wait_log_count(&srv, "timed out", before, 10000), 0);
     assert_int_equal(raw_recv(fd, b, sizeof(b), &n), RPC_EXCEPTION);
     assert_true(n > 16);
     assert_int_equal(le32(b), 1);
     assert_int_equal(le32(b + 4), want_tag);
     assert_memory_equal(b + 16, "RPCSessionTimeoutError: ", 24);
     assert_true(h_peer_closed(fd, IO_MS));
-    fd_done(fd);
+    h_close_fd(fd);
 }
 
 static void test_timeout_exception_generation(void **state)
@@ -1260,20 +1131,20 @@ static void kill_worker(int sig)
     tvmrpc_sess_t *s = open_sess();
     nop_ok(s);
     pid_t kids[8];
-    assert_int_equal(children(srv.pid, kids, 8), 1);
+    assert_int_equal(h_children(srv.pid, kids, 8), 1);
     assert_int_equal(kill(kids[0], sig), 0);
     /* The next request meets a closed connection: an I/O error, not a hang. */
     tvmrpc_value_t v;
     ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_IO);
     ASSERT_RC(s, call2(s, "testing.nop", NULL, 0, &v), TVMRPC_ERR_IO);
-    sess_done(s);
-    assert_int_equal(wait_log_count(&srv, "worker killed by signal", before, 10000), 0);
+    h_close_sess(s);
+    assert_int_equal(h_wait_log_count(&srv, "worker killed by signal", before, 10000), 0);
     char want[64];
     snprintf(want, sizeof(want), "worker killed by signal %d", sig);
     assert_true(h_log_count(&srv, want) > 0);
     s = open_sess();
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void test_worker_sigkill(void **state)
@@ -1290,9 +1161,9 @@ static void test_worker_sigsegv(void **state)
 
 static void battery_on(const char *protocol, int forced, int want_gen)
 {
-    hproc_t *p = proc_new();
+    hproc_t *p = h_proc_new();
     const char *extra[] = {"--key", KEY, "--protocol", protocol, NULL};
-    assert_int_equal(start_server(p, extra), 0);
+    assert_int_equal(h_start_server(p, extra), 0);
     tvmrpc_sess_t *s = open_gen(p->port, KEY, 0, forced);
     assert_int_equal(tvmrpc_generation(s), want_gen);
     echo_battery(s);
@@ -1302,7 +1173,7 @@ static void battery_on(const char *protocol, int forced, int want_gen)
     tvmrpc_value_t a = tvmrpc_v_str("x"), v;
     ASSERT_RC(s, call2(s, "rpc.test.except", &a, 1, &v), TVMRPC_ERR_REMOTE);
     assert_string_equal(tvmrpc_last_error(s), "ValueError: x");
-    sess_done(s);
+    h_close_sess(s);
     h_stop(p);
 }
 
@@ -1360,7 +1231,7 @@ static void real_work(int gen)
     int rc = tvmrpc_listdir(s, "missing", &list);
     assert_int_equal(rc, gen == TVMRPC_GEN_FFI ? TVMRPC_OK : TVMRPC_ERR_REMOTE);
     free(list);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 /* The generation is decided per session (PROTOCOL.md §4.12): one auto
@@ -1391,8 +1262,8 @@ static void switch_attempt(int first_ffi)
     assert_int_equal(le32(b + 4), first_ffi ? 4 : 3);
     raw_get_global_gen(fd, "testing.nop", !first_ffi);
     assert_int_equal(raw_recv(fd, b, sizeof(b), &n), -1);
-    fd_done(fd);
-    assert_int_equal(wait_log_count(&srv, "malformed arguments", before, 5000), 0);
+    h_close_fd(fd);
+    assert_int_equal(h_wait_log_count(&srv, "malformed arguments", before, 5000), 0);
 }
 
 static void test_generation_never_switches(void **state)
@@ -1420,8 +1291,8 @@ static void test_undecodable_first_packet(void **state)
     put_le64(p + 21, 0);
     raw_send(fd, RPC_INIT_SERVER, p, 29);
     assert_int_equal(raw_recv(fd, b, sizeof(b), &n), -1);
-    fd_done(fd);
-    assert_int_equal(wait_log_count(&srv, needle, before, 5000), 0);
+    h_close_fd(fd);
+    assert_int_equal(h_wait_log_count(&srv, needle, before, 5000), 0);
     /* ... and as the first tagged request after the neutral kInitServer. */
     fd = raw_session(srv.port);
     raw_init(fd, "0.8.0");
@@ -1431,18 +1302,18 @@ static void test_undecodable_first_packet(void **state)
     put_le64(p + 8, 0);
     raw_send(fd, RPC_GET_GLOBAL_FUNC, p, 16);
     assert_int_equal(raw_recv(fd, b, sizeof(b), &n), -1);
-    fd_done(fd);
-    assert_int_equal(wait_log_count(&srv, needle, before + 1, 5000), 0);
+    h_close_fd(fd);
+    assert_int_equal(h_wait_log_count(&srv, needle, before + 1, 5000), 0);
     if (h_log_count(&srv, "ffi: unknown type index (type index 14)") < 2) {
         h_dump_log(&srv);
         fail_msg("the log does not give the ffi parse error");
     }
     tvmrpc_sess_t *s = open_gen(srv.port, KEY, 0, TVMRPC_GEN_CLASSIC);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
     s = open_gen(srv.port, KEY, 0, TVMRPC_GEN_FFI);
     nop_ok(s);
-    sess_done(s);
+    h_close_sess(s);
 }
 
 static void echo_once(tvmrpc_sess_t *s)
@@ -1458,43 +1329,20 @@ static void echo_once(tvmrpc_sess_t *s)
  * client call, key = the server's device key (PROTOCOL.md §3). */
 static void test_via_proxy(void **state)
 {
-    hproc_t *px = proc_new(), *p = proc_new();
-    const char *pargv[] = {"proxy", "--host", "127.0.0.1", "--port", "0", "--web-port", "0", NULL};
-    assert_int_equal(spawn_bound(px, pargv), 0);
-    char port[16];
-    snprintf(port, sizeof(port), "%d", px->port);
-    const char *sargv[] = {"server", "--through-proxy", "--host", "127.0.0.1", "--port",
-                           port,     "--key",           "pxk",    NULL};
-    assert_int_equal(h_spawn(p, sargv), 0);
+    hproc_t *px = h_proc_new(), *p = h_proc_new();
+    assert_int_equal(h_start_proxy(px, NULL), 0);
+    assert_int_equal(h_start_server_through(p, px->port, "pxk", NULL), 0);
     for (int round = 0; round < 2; round++) {
-        assert_int_equal(wait_log_count(px, "waits for key pxk", round, H_TIMEOUT_MS), 0);
+        assert_int_equal(h_wait_log_count(px, "waits for key pxk", round, H_TIMEOUT_MS), 0);
         tvmrpc_sess_t *s = open_gen(px->port, "pxk", 30, test_gen);
         assert_string_equal(tvmrpc_server_key(s), "server:pxk");
         echo_once(s);
         array_battery(s);
-        sess_done(s);
+        h_close_sess(s);
     }
 }
 
 /* ---- tracker -------------------------------------------------------------------------- */
-
-typedef struct tq {
-    int port;
-    const char *needle;
-} tq_t;
-
-static int summary_has(void *arg)
-{
-    tq_t *q = arg;
-    int fd = h_tracker_connect(q->port);
-    if (fd < 0)
-        return 0;
-    char *s = h_tracker_call(fd, "[6]");
-    fd_done(fd);
-    int ok = s && strstr(s, q->needle);
-    free(s);
-    return ok;
-}
 
 /* A tracker request in the suite's generation. */
 static tvmrpc_sess_t *request_sess(int port, const char *key, double session_timeout)
@@ -1506,7 +1354,7 @@ static tvmrpc_sess_t *request_sess(int port, const char *key, double session_tim
     o.generation = test_gen;
     char err[512];
     tvmrpc_sess_t *s =
-        track_sess(tvmrpc_request_opts("127.0.0.1", port, key, 1, 5, &o, err, sizeof(err)));
+        h_track_sess(tvmrpc_request_opts("127.0.0.1", port, key, 1, 5, &o, err, sizeof(err)));
     if (!s)
         fail_msg("request: %s", err);
     return s;
@@ -1514,25 +1362,25 @@ static tvmrpc_sess_t *request_sess(int port, const char *key, double session_tim
 
 static void test_tracker_request(void **state)
 {
-    hproc_t *t = proc_new(), *p = proc_new();
+    hproc_t *t = h_proc_new(), *p = h_proc_new();
     assert_int_equal(h_start_tracker(t, NULL), 0);
     char taddr[64];
     snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", t->port);
     const char *extra[] = {"--tracker", taddr, "--key", "trk", NULL};
-    assert_int_equal(start_server(p, extra), 0);
-    tq_t free1 = {t->port, "\"trk\": {\"free\": 1"};
-    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    assert_int_equal(h_start_server(p, extra), 0);
+    const char *free1 = "\"trk\": {\"free\": 1";
+    assert_int_equal(h_wait_summary(t->port, free1, 1, H_TIMEOUT_MS), 0);
     tvmrpc_sess_t *s = request_sess(t->port, "trk", 0);
     assert_string_equal(tvmrpc_server_key(s), "server:trk");
     echo_once(s);
-    sess_done(s);
+    h_close_sess(s);
     /* The server offers itself again with a fresh matchkey. */
-    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    assert_int_equal(h_wait_summary(t->port, free1, 1, H_TIMEOUT_MS), 0);
     s = request_sess(t->port, "trk", 5);
     echo_once(s);
-    sess_done(s);
+    h_close_sess(s);
     assert_true(h_log_count(p, " -timeout=5 started") > 0);
-    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    assert_int_equal(h_wait_summary(t->port, free1, 1, H_TIMEOUT_MS), 0);
     h_stop(p);
     h_stop(t);
 }
@@ -1540,14 +1388,11 @@ static void test_tracker_request(void **state)
 /* A grant pointing at nothing: one attempt, then TVM's error text. */
 static void test_tracker_request_retry_error(void **state)
 {
-    hproc_t *t = proc_new();
+    hproc_t *t = h_proc_new();
     assert_int_equal(h_start_tracker(t, NULL), 0);
-    char err[NET_ERR_LEN];
-    int dead_port;
-    int lfd = net_listen_range("127.0.0.1", 0, 0, 1, &dead_port, err);
-    assert_true(lfd >= 0);
-    close(lfd);
-    int fake = track_fd(h_tracker_connect(t->port));
+    int dead_port = h_free_port();
+    assert_true(dead_port > 0);
+    int fake = h_track_fd(h_tracker_connect(t->port));
     char req[256];
     snprintf(req, sizeof(req), "[5, {\"key\": \"server:ghost\", \"addr\": [null, %d]}]", dead_port);
     char *r = h_tracker_call(fake, req);
@@ -1566,7 +1411,7 @@ static void test_tracker_request_retry_error(void **state)
         fail_msg("got '%s'", msg);
     assert_null(tvmrpc_request("127.0.0.1", t->port, "ghost", 1, 0, 0, msg, sizeof(msg)));
     assert_string_equal(msg, "Cannot request ghost after 0 retry, last_error:None");
-    fd_done(fake);
+    h_close_fd(fake);
     h_stop(t);
     /* No tracker at all. */
     assert_null(tvmrpc_request("127.0.0.1", t->port, "ghost", 1, 0, 1, msg, sizeof(msg)));
@@ -1579,38 +1424,35 @@ static int start_tracker_on(hproc_t *t, int port)
     snprintf(p0, sizeof(p0), "%d", port);
     snprintf(p1, sizeof(p1), "%d", port + 1);
     const char *argv[] = {"tracker", "--host", "127.0.0.1", "--port", p0, "--port-end", p1, NULL};
-    return spawn_bound(t, argv);
+    return h_spawn_bound(t, argv);
 }
 
 /* The tracker restarts on the same port: the server registers again by itself. */
 static void test_tracker_restart(void **state)
 {
-    char err[NET_ERR_LEN];
-    int port;
-    int lfd = net_listen_range("127.0.0.1", 0, 0, 1, &port, err);
-    assert_true(lfd >= 0);
-    close(lfd);
-    hproc_t *t = proc_new(), *p = proc_new();
+    int port = h_free_port();
+    assert_true(port > 0);
+    hproc_t *t = h_proc_new(), *p = h_proc_new();
     assert_int_equal(start_tracker_on(t, port), 0);
     char taddr[64];
     snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", port);
     const char *extra[] = {"--tracker", taddr, "--key", "rst", NULL};
-    assert_int_equal(start_server(p, extra), 0);
-    tq_t free1 = {port, "\"rst\": {\"free\": 1"};
-    assert_int_equal(h_wait_until(summary_has, &free1, H_TIMEOUT_MS), 0);
+    assert_int_equal(h_start_server(p, extra), 0);
+    const char *free1 = "\"rst\": {\"free\": 1";
+    assert_int_equal(h_wait_summary(port, free1, 1, H_TIMEOUT_MS), 0);
     h_stop(t);
-    int64_t t0 = now_ms();
+    int64_t t0 = h_now_ms();
     assert_int_equal(start_tracker_on(t, port), 0);
     /* Backoff starts at 1 s and the link is polled every 2 s. */
-    if (h_wait_until(summary_has, &free1, 45000) < 0) {
+    if (h_wait_summary(port, free1, 1, 45000) < 0) {
         h_dump_log(p);
         fail_msg("the server did not register with the restarted tracker");
     }
     fprintf(stderr, "    re-registered %lld ms after the tracker restart\n",
-            (long long)(now_ms() - t0));
+            (long long)(h_now_ms() - t0));
     tvmrpc_sess_t *s = request_sess(port, "rst", 0);
     echo_once(s);
-    sess_done(s);
+    h_close_sess(s);
     h_stop(p);
     h_stop(t);
 }

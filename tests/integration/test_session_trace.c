@@ -31,7 +31,6 @@
 #include "harness.h"
 
 #include <dirent.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -712,64 +711,24 @@ static void sess_free(sess_t *s)
 
 /* ---- our server --------------------------------------------------------- */
 
-static int dir_is_empty(void *arg)
-{
-    DIR *d = opendir(arg);
-    if (!d)
-        return 0;
-    int empty = 1;
-    struct dirent *e;
-    while (empty && (e = readdir(d)))
-        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
-    closedir(d);
-    return empty;
-}
-
 static int server_start(server_t *srv, const char *protocol)
 {
-    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(srv->work_dir, sizeof(srv->work_dir), "%s/tvmrpc-replay-XXXXXX", tmp);
-    if (!mkdtemp(srv->work_dir))
+    if (h_make_tmpdir(srv->work_dir, sizeof(srv->work_dir), "replay") < 0)
         return -1;
-    const char *argv[] = {"server",     "--host",      "127.0.0.1",  "--port", "0",
-                          "--work-dir", srv->work_dir, "--protocol", protocol, NULL};
-    if (h_spawn(&srv->p, argv) < 0)
-        return -1;
-    srv->started = 1;
-    if (h_wait_log(&srv->p, "bind to 127.0.0.1:", H_TIMEOUT_MS) < 0) {
-        h_dump_log(&srv->p);
-        return -1;
-    }
-    /* The harness keeps the log private: read it back for the port. */
-    FILE *fp = fopen(srv->p.log_path, "r");
-    char line[512];
-    while (fp && fgets(line, sizeof(line), fp)) {
-        const char *at = strstr(line, "bind to 127.0.0.1:");
-        if (at) {
-            srv->p.port = atoi(at + strlen("bind to 127.0.0.1:"));
-            break;
-        }
-    }
-    if (fp)
-        fclose(fp);
-    return srv->p.port > 0 ? 0 : -1;
+    const char *extra[] = {"--work-dir", srv->work_dir, "--protocol", protocol, NULL};
+    int rc = h_start_server(&srv->p, extra);
+    srv->started = srv->p.pid != 0;
+    return rc;
 }
 
 /* Sessions clean their workspace when they end; the worker may still be
  * finishing after it closed the socket, so wait (bounded). */
 static void server_check_workspace(server_t *srv)
 {
-    if (h_wait_until(dir_is_empty, srv->work_dir, H_TIMEOUT_MS) < 0) {
+    if (h_wait_until(h_dir_is_empty, srv->work_dir, H_TIMEOUT_MS) < 0) {
         fprintf(stderr, "workspace %s not cleaned after the session\n", srv->work_dir);
         fail_msg("workspace left behind");
     }
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
 }
 
 static int server_stop(server_t *srv)
@@ -779,10 +738,10 @@ static int server_stop(server_t *srv)
      * worker (whose socket teardown closed) a moment to clean up, and
      * remove whatever is left either way. */
     if (srv->work_dir[0])
-        h_wait_until(dir_is_empty, srv->work_dir, 2000);
+        h_wait_until(h_dir_is_empty, srv->work_dir, 2000);
     int rc = srv->started ? h_stop(&srv->p) : 0;
     if (srv->work_dir[0])
-        nftw(srv->work_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        h_rm_tree(srv->work_dir);
     /* A failed check has already shown the log. */
     if (srv->started && rc == 0)
         unlink(srv->p.log_path);

@@ -62,13 +62,6 @@ static int nall;
 static uint8_t *lib; /* vadd.so, uploaded by every cycle */
 static size_t lib_len;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int env_int(const char *name, int dflt, int lo, int hi)
 {
     const char *v = getenv(name);
@@ -76,70 +69,40 @@ static int env_int(const char *name, int dflt, int lo, int hi)
     return n < lo ? lo : n > hi ? hi : n;
 }
 
-static int log_port(hproc_t *p)
-{
-    char line[512];
-    FILE *fp = fopen(p->log_path, "r");
-    int port = 0;
-    while (fp && !port && fgets(line, sizeof(line), fp)) {
-        char *at = strstr(line, "bind to 127.0.0.1:");
-        if (at)
-            port = atoi(at + strlen("bind to 127.0.0.1:"));
-    }
-    if (fp)
-        fclose(fp);
-    return port;
-}
-
-static int spawn_ready(daemon_t *d, const char *role, const char *const *argv, const char *ready)
+/* The harness starts it; the farm remembers it for the checks. */
+static daemon_t *enroll(daemon_t *d, const char *role)
 {
     d->role = role;
     all[nall++] = d;
-    if (h_spawn(&d->p, argv) < 0 || h_wait_log(&d->p, ready, H_TIMEOUT_MS) < 0) {
-        h_dump_log(&d->p);
-        return -1;
-    }
-    d->p.port = log_port(&d->p);
-    return 0;
-}
-
-static int make_workdir(daemon_t *d)
-{
-    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(d->workdir, sizeof(d->workdir), "%s/tvmrpc-soak-XXXXXX", tmp);
-    return mkdtemp(d->workdir) ? 0 : -1;
+    return d;
 }
 
 static int start_direct(daemon_t *d)
 {
     char taddr[64];
     snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", tracker.p.port);
-    const char *argv[] = {"server", "--host",    "127.0.0.1", "--port",     "0",        "--key",
-                          KEY,      "--tracker", taddr,       "--work-dir", d->workdir, NULL};
-    return make_workdir(d) < 0 ? -1 : spawn_ready(d, "server", argv, "bind to 127.0.0.1:");
+    const char *extra[] = {"--key", KEY, "--tracker", taddr, "--work-dir", d->workdir, NULL};
+    if (h_make_tmpdir(d->workdir, sizeof(d->workdir), "soak") < 0)
+        return -1;
+    return h_start_server(&enroll(d, "server")->p, extra);
 }
 
 static int start_proxied(daemon_t *d)
 {
-    char port[16];
-    snprintf(port, sizeof(port), "%d", proxy.p.port);
-    const char *argv[] = {"server", "--through-proxy", "--host", "127.0.0.1",  "--port",
-                          port,     "--key",           KEY,      "--work-dir", d->workdir,
-                          NULL};
-    return make_workdir(d) < 0 ? -1
-                               : spawn_ready(d, "proxied server", argv, "serving through proxy");
+    const char *extra[] = {"--work-dir", d->workdir, NULL};
+    if (h_make_tmpdir(d->workdir, sizeof(d->workdir), "soak") < 0)
+        return -1;
+    return h_start_server_through(&enroll(d, "proxied server")->p, proxy.p.port, KEY, extra);
 }
 
 static int start_farm(void)
 {
-    const char *targv[] = {"tracker", "--host", "127.0.0.1", "--port", "0", NULL};
-    if (spawn_ready(&tracker, "tracker", targv, "bind to 127.0.0.1:") < 0)
+    if (h_start_tracker(&enroll(&tracker, "tracker")->p, NULL) < 0)
         return -1;
     char taddr[64];
     snprintf(taddr, sizeof(taddr), "127.0.0.1:%d", tracker.p.port);
-    const char *pargv[] = {"proxy",      "--host", "127.0.0.1", "--port", "0",
-                           "--web-port", "0",      "--tracker", taddr,    NULL};
-    if (spawn_ready(&proxy, "proxy", pargv, "bind to 127.0.0.1:") < 0)
+    const char *extra[] = {"--tracker", taddr, NULL};
+    if (h_start_proxy(&enroll(&proxy, "proxy")->p, extra) < 0)
         return -1;
     for (int i = 0; i < N_SERVERS; i++)
         if ((i < N_DIRECT ? start_direct : start_proxied)(&servers[i]) < 0)
@@ -148,21 +111,6 @@ static int start_farm(void)
 }
 
 /* ---- what we watch ------------------------------------------------------------------ */
-
-static int fd_count(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 static void fd_list(pid_t pid)
 {
@@ -196,19 +144,6 @@ static long rss_kib(pid_t pid)
     return kib;
 }
 
-static int dir_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
 /* One tracker connection for every SUMMARY, open from start to end: a
  * connection per query would still be open at the tracker, now and then,
  * when its descriptors are counted. */
@@ -239,7 +174,7 @@ static int farm_idle(void *arg)
     char needle[128];
     snprintf(needle, sizeof(needle), "\"%s\": {\"free\": %d, \"pending\": 0}", KEY, N_SERVERS);
     for (int i = 0; i < N_SERVERS; i++)
-        if (dir_entries(servers[i].workdir) != 0)
+        if (h_dir_entries(servers[i].workdir) != 0)
             return 0;
     return summary_has(needle);
 }
@@ -247,7 +182,7 @@ static int farm_idle(void *arg)
 static int fds_back(void *arg)
 {
     for (int i = 0; i < nall; i++)
-        if (fd_count(all[i]->p.pid) != all[i]->fds0)
+        if (h_fd_count(all[i]->p.pid) != all[i]->fds0)
             return 0;
     return 1;
 }
@@ -258,7 +193,7 @@ static void wait_idle(const char *when)
         return;
     for (int i = 0; i < N_SERVERS; i++)
         fprintf(stderr, "    %s work dir %s: %d entries\n", servers[i].role, servers[i].workdir,
-                dir_entries(servers[i].workdir));
+                h_dir_entries(servers[i].workdir));
     h_dump_log(&tracker.p);
     fail_msg("the farm is not idle %s", when);
 }
@@ -290,18 +225,6 @@ static int cyc_fail(cyc_t *y, const char *step, int rc)
                  c->id, c->cycles, step, rc, tvmrpc_strerror(rc),
                  y->s ? tvmrpc_last_error(y->s) : "");
     return -1;
-}
-
-static int call_global(tvmrpc_sess_t *s, const char *name, const tvmrpc_value_t *args, int n,
-                       tvmrpc_value_t *ret)
-{
-    uint64_t f;
-    int rc = tvmrpc_get_func(s, name, &f);
-    if (rc < 0)
-        return rc;
-    rc = tvmrpc_call(s, f, args, n, ret);
-    int rc2 = tvmrpc_free_handle(s, f, TVMRPC_FUNC);
-    return rc < 0 ? rc : rc2;
 }
 
 static int cyc_connect(cyc_t *y)
@@ -336,13 +259,13 @@ static int cyc_load(cyc_t *y)
             return cyc_fail(y, "download differs from upload", rc);
     }
     tvmrpc_value_t name = tvmrpc_v_str("vadd.so"), mod, fv;
-    if ((rc = call_global(y->s, "tvm.rpc.server.load_module", &name, 1, &mod)) < 0 ||
+    if ((rc = h_call_global(y->s, "tvm.rpc.server.load_module", &name, 1, &mod)) < 0 ||
         mod.kind != TVMRPC_MODULE)
         return cyc_fail(y, "load_module", rc);
     y->mod = mod.u.h;
     tvmrpc_value_t gf[3] = {tvmrpc_v_handle(TVMRPC_MODULE, y->mod), tvmrpc_v_str("vadd"),
                             tvmrpc_v_bool(1)};
-    if ((rc = call_global(y->s, "tvm.rpc.server.ModuleGetFunction", gf, 3, &fv)) < 0 ||
+    if ((rc = h_call_global(y->s, "tvm.rpc.server.ModuleGetFunction", gf, 3, &fv)) < 0 ||
         fv.kind != TVMRPC_FUNC)
         return cyc_fail(y, "ModuleGetFunction", rc);
     y->fn = fv.u.h;
@@ -393,7 +316,7 @@ static int cyc_kernel_error(cyc_t *y)
     if (rc != TVMRPC_ERR_REMOTE || !strstr(tvmrpc_last_error(y->s), "num_args should be 3"))
         return cyc_fail(y, "vadd with 2 arguments", rc);
     tvmrpc_value_t a = tvmrpc_v_int(y->c->cycles), v;
-    if ((rc = call_global(y->s, "testing.echo", &a, 1, &v)) < 0 || v.kind != TVMRPC_INT ||
+    if ((rc = h_call_global(y->s, "testing.echo", &a, 1, &v)) < 0 || v.kind != TVMRPC_INT ||
         v.u.i != y->c->cycles)
         return cyc_fail(y, "echo after an exception", rc);
     return 0;
@@ -447,7 +370,7 @@ static void *client_main(void *arg)
     for (;;) {
         cycle(c, host);
         c->cycles++;
-        if (!c->until || now_ms() >= c->until || c->failures >= 10)
+        if (!c->until || h_now_ms() >= c->until || c->failures >= 10)
             break;
     }
 out:
@@ -460,7 +383,7 @@ out:
 static int run_clients(client_t *cl, int n, int seconds)
 {
     pthread_t th[MAX_CLIENTS];
-    int64_t until = seconds ? now_ms() + (int64_t)seconds * 1000 : 0;
+    int64_t until = seconds ? h_now_ms() + (int64_t)seconds * 1000 : 0;
     for (int i = 0; i < n; i++) {
         memset(&cl[i], 0, sizeof(cl[i]));
         cl[i].id = i;
@@ -486,32 +409,17 @@ static int run_clients(client_t *cl, int n, int seconds)
 static int load_lib(void)
 {
     char path[PATH_MAX];
-    const char *env = getenv("TVMRPC_FIXTURES");
-    if (env) {
-        snprintf(path, sizeof(path), "%s/vadd.so", env);
-    } else {
-        const char *bin = h_bin(), *slash = strrchr(bin, '/');
-        snprintf(path, sizeof(path), "%.*s/tests/fixtures/vadd.so", slash ? (int)(slash - bin) : 1,
-                 slash ? bin : ".");
-    }
-    FILE *fp = fopen(path, "rb");
-    struct stat st;
-    if (!fp || fstat(fileno(fp), &st) < 0 || !(lib = malloc((size_t)st.st_size)) ||
-        fread(lib, 1, (size_t)st.st_size, fp) != (size_t)st.st_size) {
+    snprintf(path, sizeof(path), "%s/vadd.so", h_fixture_dir());
+    lib = (uint8_t *)h_read_file(path, &lib_len);
+    if (!lib)
         fprintf(stderr, "cannot read %s\n", path);
-        if (fp)
-            fclose(fp);
-        return -1;
-    }
-    fclose(fp);
-    lib_len = (size_t)st.st_size;
-    return 0;
+    return lib ? 0 : -1;
 }
 
 static void record_fds(void)
 {
     for (int i = 0; i < nall; i++)
-        all[i]->fds0 = fd_count(all[i]->p.pid);
+        all[i]->fds0 = h_fd_count(all[i]->p.pid);
 }
 
 static void record_rss(void)
@@ -525,7 +433,7 @@ static void expect_fds_back(const char *when)
     if (h_wait_until(fds_back, NULL, 15000) == 0)
         return;
     for (int i = 0; i < nall; i++) {
-        int now = fd_count(all[i]->p.pid);
+        int now = h_fd_count(all[i]->p.pid);
         if (now == all[i]->fds0)
             continue;
         fprintf(stderr, "    %s (pid %d): %d open fds, %d at the start\n", all[i]->role,
@@ -541,7 +449,7 @@ static void expect_rss_back(void)
     for (int i = 0; i < nall; i++) {
         long now = rss_kib(all[i]->p.pid);
         fprintf(stderr, "    %-14s pid %-7d fds %d -> %d, RSS %ld -> %ld KiB\n", all[i]->role,
-                (int)all[i]->p.pid, all[i]->fds0, fd_count(all[i]->p.pid), all[i]->rss0, now);
+                (int)all[i]->p.pid, all[i]->fds0, h_fd_count(all[i]->p.pid), all[i]->rss0, now);
         bad |= now < 0 || now > all[i]->rss0 + RSS_SLACK_KIB;
     }
     if (bad)
@@ -561,9 +469,9 @@ static void test_soak(void **state)
     wait_idle("after the warm-up");
     expect_fds_back("after the warm-up");
     record_rss();
-    int64_t t0 = now_ms();
+    int64_t t0 = h_now_ms();
     int total = run_clients(cl, nclients, seconds);
-    double secs = (double)(now_ms() - t0) / 1000.0;
+    double secs = (double)(h_now_ms() - t0) / 1000.0;
     fprintf(stderr, "    %d clients, %d cycles in %.1f s (%.1f cycles/s), all correct\n", nclients,
             total, secs, total / secs);
     for (int i = 0; i < nclients; i++)

@@ -36,13 +36,6 @@ typedef struct replay {
     int step; /* step in effect, for messages */
 } replay_t;
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- diagnostics -------------------------------------------------------- */
 
 /* Bytes as text with non-printables escaped: tracker traffic is mostly
@@ -78,7 +71,7 @@ static size_t read_until(int fd, uint8_t *p, size_t n, int64_t deadline, int *eo
     size_t got = 0;
     *eof = 0;
     while (got < n) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - h_now_ms();
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
             break;
@@ -97,7 +90,7 @@ static size_t read_until(int fd, uint8_t *p, size_t n, int64_t deadline, int *eo
 
 static int write_all(int fd, const uint8_t *p, size_t n)
 {
-    int64_t deadline = mono_ms() + H_TIMEOUT_MS;
+    int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
     while (n) {
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) {
@@ -107,7 +100,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
         }
         if (k < 0 && errno != EAGAIN && errno != EINTR)
             return -1;
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - h_now_ms();
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
             return -1;
@@ -147,13 +140,13 @@ static void on_expect(replay_t *r, const trace_event_t *e)
     uint8_t *got = malloc(e->len + 4096);
     assert_non_null(got);
     int eof;
-    size_t n = read_until(r->fd[e->conn], got, e->len, mono_ms() + H_TIMEOUT_MS, &eof);
+    size_t n = read_until(r->fd[e->conn], got, e->len, h_now_ms() + H_TIMEOUT_MS, &eof);
     if (n == e->len && memcmp(got, want, n) == 0) {
         free(got);
         return;
     }
     if (!eof && n == e->len)
-        n += read_until(r->fd[e->conn], got + n, 4096, mono_ms() + 200, &eof);
+        n += read_until(r->fd[e->conn], got + n, 4096, h_now_ms() + 200, &eof);
     report(r, e,
            n < e->len ? (eof ? "our tracker closed the connection early"
                              : "our tracker did not send enough bytes in time")
@@ -175,7 +168,7 @@ static void on_eof(replay_t *r, const trace_event_t *e)
     }
     uint8_t extra[256];
     int eof;
-    size_t n = read_until(fd, extra, sizeof(extra), mono_ms() + H_TIMEOUT_MS, &eof);
+    size_t n = read_until(fd, extra, sizeof(extra), h_now_ms() + H_TIMEOUT_MS, &eof);
     if (n || !eof) {
         report(r, e, n ? "our tracker sent bytes TVM did not" : "our tracker did not close");
         show("extra", extra, n);
