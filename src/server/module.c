@@ -11,7 +11,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <link.h>
 #include <pthread.h>
@@ -28,6 +27,7 @@
 #include "server/graph_executor.h"
 #include "server/module_ffi.h"
 #include "server/timeeval.h"
+#include "server/workspace.h"
 
 #define CTX_MAGIC 0x74766d72706363ULL /* "tvmrpcc" */
 #define MAX_BLOB_MODULES 4096
@@ -2046,17 +2046,6 @@ int module_tar_names_ok(char *listing, char *bad, size_t badlen)
     return 1;
 }
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_DP)
-        rmdir(path);
-    else
-        unlink(path);
-    return 0;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -2181,7 +2170,7 @@ int module_link(const char *path, char *out, size_t outlen, char *err, size_t er
     for (int i = 0; i < nfiles; i++)
         free(files[i]);
     if (dir[0])
-        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        ws_remove_tree(dir);
     return rc;
 }
 

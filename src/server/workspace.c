@@ -33,10 +33,16 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+void ws_remove_tree(const char *path)
+{
+    /* FTW_PHYS: a symlink is removed, never followed out of the tree. */
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 void ws_destroy(ws_t *ws)
 {
     if (ws->root[0])
-        nftw(ws->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        ws_remove_tree(ws->root);
     ws->root[0] = '\0';
 }
 

@@ -15,6 +15,8 @@ typedef struct ws {
 int ws_create(ws_t *ws, const char *base, char *err, size_t errlen);
 /* Remove the directory and everything in it. */
 void ws_destroy(ws_t *ws);
+/* Remove path and everything below it, best effort (symlinks not followed). */
+void ws_remove_tree(const char *path);
 /* Map a client name to a path inside the workspace. "" is the root itself.
  * -1 with err for escapes. */
 int ws_resolve(const ws_t *ws, const char *name, char *out, size_t outlen, char *err,
