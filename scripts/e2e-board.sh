@@ -16,6 +16,10 @@
 #      it; request by key, upload, load, run, copy back and compare, time;
 #      a .o linked on the board (--cc aarch64-linux-gnu-gcc); `tvmrpc run`;
 #      the MISMATCH and "Cannot request" errors; SIGTERM during a session.
+#   A2 a second kind of board, armhf under qemu-arm, registered with the
+#      same tracker under its own key: both in query, `tvmrpc run --time`
+#      of an armhf vadd.so, an aarch64 library refused clearly (skipped
+#      without the armhf cross compiler).
 #   B  board behind a host proxy on loopback (server --through-proxy).
 #   C  as B, but the board lives in its own network namespace whose only
 #      link is a veth pair to the proxy's address: it cannot reach the
@@ -33,7 +37,7 @@ netns=auto
 keep=false
 jobs=$(nproc 2>/dev/null || echo 2)
 
-usage() { sed -n '2,29s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,33s/^# \{0,1\}//p' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --host-build) host_build=$(cd "${2:?--host-build needs a directory}" 2>/dev/null && pwd || echo "$2"); shift ;;
@@ -166,8 +170,8 @@ configured_for() {
         grep -q "^CMAKE_TOOLCHAIN_FILE:[A-Z]*=$2\$" "$cache" &&
         grep -qi "^TVMRPC_STATIC:BOOL=$3\$" "$cache"
 }
-cross_configure() { # cross_configure DIR STATIC LOGNAME
-    local dir=$1 static=$2 log=$3 tc=$root/cmake/toolchains/aarch64-linux-gnu.cmake
+cross_configure() { # cross_configure DIR STATIC LOGNAME [TRIPLE]
+    local dir=$1 static=$2 log=$3 tc=$root/cmake/toolchains/${4:-aarch64-linux-gnu}.cmake
     configured_for "$dir" "$tc" "$static" && return 0
     rm -rf "$dir"
     cmake -S "$root" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$tc" -DTVMRPC_STATIC="$static" \
@@ -268,6 +272,50 @@ step "A: the same with the CLI: tvmrpc run --time"
     { cat "$work/run-a.txt"; die "tvmrpc run"; }
 sed 's/^/    /' "$work/run-a.txt"
 grep -q '^vadd: mean .* ms, best .* ms over 3 repeats of 50 runs$' "$work/run-a.txt" || die "tvmrpc run output"
+
+# ---- A2: a second kind of board (armhf), same tracker ---------------------------
+
+armhf_root=/usr/arm-linux-gnueabihf
+if command -v arm-linux-gnueabihf-gcc >/dev/null && command -v qemu-arm >/dev/null &&
+    [ -e "$armhf_root/lib/ld-linux-armhf.so.3" ]; then
+    step "A2: a second kind of board: armhf (qemu-arm) under key e2e-armhf, same tracker"
+    arm_dir=$root/build-armhf-dyn
+    cross_configure "$arm_dir" OFF build-armhf.log arm-linux-gnueabihf
+    cmake_build "$arm_dir" build-armhf.log tvmrpc
+    BA=$arm_dir/tvmrpc
+    desc=$(file -b "$BA")
+    [[ $desc == *"ARM, EABI5"* && $desc == *"dynamically linked"* ]] || die "$BA: $desc"
+    arm-linux-gnueabihf-gcc "${kcflags[@]}" -shared "$root/tests/fixtures/vadd.c" -o "$libs/vadd-armhf.so"
+    [[ $(file -b "$libs/vadd-armhf.so") == *"ARM, EABI5"* ]] || die "vadd-armhf.so is not armhf"
+    mkdir -p "$work/board-armhf"
+    bg "$work/board-armhf.log" qemu-arm -L "$armhf_root" -E "LD_LIBRARY_PATH=$armhf_root/lib" \
+        "$BA" server --host 127.0.0.1 --port 0 --tracker "$T" --key e2e-armhf \
+        --work-dir "$work/board-armhf"
+    board_arm=$last
+    both_free() { [ "$(queue_row e2e-armhf)" = "1 1 0" ] && board_free; }
+    until_ok 60 "both kinds of board in tvmrpc query" both_free
+    "$H" query --port "$tport" | sed -n '/Queue Status/,$s/^/    /p'
+    "$H" run --tracker "$T" --key e2e-armhf --timeout 60 --time 20 "$libs/vadd-armhf.so" vadd \
+        float32:1000 float32:1000 float32:1000 >"$work/run-armhf.txt" 2>&1 ||
+        { cat "$work/run-armhf.txt"; die "tvmrpc run on the armhf board"; }
+    sed 's/^/    /' "$work/run-armhf.txt"
+    grep -q '^vadd: mean .* ms, best .* ms over 3 repeats of 20 runs$' "$work/run-armhf.txt" ||
+        die "tvmrpc run output (armhf)"
+    # An aarch64 library on the armhf board: a clear error, and the board serves on.
+    set +e
+    out=$("$H" run --tracker "$T" --key e2e-armhf --timeout 60 "$libs/vadd.so" vadd \
+        float32:4 float32:4 float32:4 2>&1)
+    rc=$?
+    set -e
+    [ "$rc" -eq 1 ] || die "an aarch64 library on the armhf board: rc $rc: $out"
+    echo "    aarch64 library on the armhf board: $(head -c 160 <<<"$out")"
+    until_ok 30 "the armhf board free again" both_free
+    stop "$board_arm" 15
+    [ "$st" -eq 0 ] || die "armhf board exited with status $st after SIGTERM"
+    echo "    armhf board served, refused a foreign library, stopped with exit 0"
+else
+    step "A2: armhf board skipped (needs gcc-arm-linux-gnueabihf, libc6-dev-armhf-cross, qemu-user)"
+fi
 
 step "A: the errors docs/farm.md explains"
 set +e

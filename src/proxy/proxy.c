@@ -184,12 +184,13 @@ int proxy_key_parse(const uint8_t *key, size_t len, int *is_server, char *match,
 
 /* ---- pools ------------------------------------------------------------------- */
 
+/* 64-bit FNV-1a, whatever size_t is (32-bit boards run the proxy too). */
 static size_t pool_hash(const char *s)
 {
-    size_t h = 14695981039346656037ULL;
+    uint64_t h = 14695981039346656037ULL;
     for (; *s; s++)
         h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    return h;
+    return (size_t)(h ^ (h >> 32));
 }
 
 static pconn_t *pool_get(const pool_t *pl, const char *key)
