@@ -52,26 +52,30 @@ static void bin_argv(const char **args, int cap, const char *const *argv)
 
 int h_spawn(hproc_t *p, const char *const *argv)
 {
-    static int counter;
     memset(p, 0, sizeof(*p));
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(p->log_path, sizeof(p->log_path), "%s/tvmrpc-test-%d-%d.log", tmp, (int)getpid(),
-             counter++);
+    /* A fresh file, created before the fork: waits on the log must never
+     * read an older file of the same name (pids are reused), and the
+     * child may not have opened it yet when the parent starts reading. */
+    snprintf(p->log_path, sizeof(p->log_path), "%s/tvmrpc-test-%d-XXXXXX.log", tmp, (int)getpid());
+    int fd = mkstemps(p->log_path, 4);
+    if (fd < 0)
+        return -1;
     const char *args[64];
     bin_argv(args, 64, argv);
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        close(fd);
         return -1;
+    }
     if (pid == 0) {
-        int fd = open(p->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
         execv(args[0], (char *const *)args);
         _exit(127);
     }
+    close(fd);
     p->pid = pid;
     return 0;
 }
