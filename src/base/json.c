@@ -2,13 +2,14 @@
  *
  * The reader is strict RFC 8259 over (text, len): the input need not be
  * NUL-terminated, so every byte access is checked against len. Raw bytes in
- * strings are stored as they come (invalid UTF-8 included, as Python's
- * json.loads on a str would), but \u escapes must form valid code points.
+ * strings must be well-formed UTF-8 (TVM's peers decode each frame as UTF-8
+ * before json.loads) and are stored as they come; \u escapes must form
+ * valid code points.
  *
  * The writer mirrors json.dumps(v) with default arguments. Bytes of a string
- * that are not well-formed UTF-8 have no Python equivalent; each is written as
- * \u00XX (its Latin-1 reading), so output is always ASCII and re-parses to a
- * stable value. */
+ * built by the program (json_new_stringn) that are not well-formed UTF-8 have
+ * no Python equivalent; each is written as \u00XX (its Latin-1 reading), so
+ * output is always ASCII. */
 #include "json.h"
 
 #include <math.h>
@@ -595,6 +596,8 @@ static int jp_string_end(const jp_t *p, size_t *end)
     return 0;
 }
 
+static size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp);
+
 static int jp_string_body(jp_t *p, size_t end, char *out, size_t *n)
 {
     while (p->pos < end) {
@@ -604,6 +607,20 @@ static int jp_string_body(jp_t *p, size_t end, char *out, size_t *n)
         if (c == '\\') {
             if (jp_escape(p, end, out, n) < 0)
                 return -1;
+            continue;
+        }
+        if (c >= 0x80) {
+            /* Raw non-ASCII must be well-formed UTF-8: TVM's Python peers
+             * decode every frame as UTF-8 first and drop the connection
+             * otherwise, and ill-formed bytes would make two different keys
+             * print the same. */
+            uint32_t cp;
+            size_t used = utf8_decode((const unsigned char *)p->s + p->pos, end - p->pos, &cp);
+            if (used == 0)
+                return jp_error(p, "invalid UTF-8 in string");
+            memcpy(out + *n, p->s + p->pos, used);
+            *n += used;
+            p->pos += used;
             continue;
         }
         out[(*n)++] = (char)c;

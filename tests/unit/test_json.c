@@ -265,9 +265,20 @@ static void test_invalid_utf8_out(void **state)
     assert_dump(v, "\"\\u0080|\\u00c0\\u0080|\\u00ed\\u00a0\\u0080|\\u00e2\\u0082|\\u00ff|"
                    "\\u00f4\\u0090\\u0080\\u0080\"");
     json_free(v);
-    /* Raw invalid bytes in input are accepted, like Python reading a str. */
-    v = parse_ok("[\"\xff\xfe\"]");
-    assert_dump(v, "[\"\\u00ff\\u00fe\"]");
+    /* Raw ill-formed UTF-8 in input is refused, as TVM's peers refuse a
+     * frame that does not decode as UTF-8. Otherwise "\xff" and "\xc3\xbf"
+     * would be two keys that print the same (found by fuzz_json). */
+    static const char *const bad[] = {"[\"\xff\xfe\"]", "[\"a\x80\"]", "[\"\xc0\x80\"]",
+                                      "[\"\xed\xa0\x80\"]", "[\"\xe2\x82\"]",
+                                      "{\"\xf4\x90\x80\x80\": 1}"};
+    char err[128];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_null(json_parse(bad[i], strlen(bad[i]), NULL, err, sizeof(err)));
+        assert_non_null(strstr(err, "invalid UTF-8"));
+    }
+    /* Well-formed raw UTF-8 is kept and escaped on the way out. */
+    v = parse_ok("[\"\xc3\xbf\xe2\x82\xac\xf0\x9f\x98\x80\"]");
+    assert_dump(v, "[\"\\u00ff\\u20ac\\ud83d\\ude00\"]");
     json_free(v);
 }
 
