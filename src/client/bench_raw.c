@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/net.h"
 #include "client/bench_lib.h"
 
 #define MAX_EXCHANGE ((uint64_t)1 << 30)
@@ -34,12 +35,6 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static void nodelay(int fd)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* Blocking full send / receive; -1 on error or EOF. */
@@ -139,7 +134,7 @@ static void serve_main(int lfd, pid_t parent, void (*conn)(int fd, int arg), int
 static void peer_child(int fd, int unused)
 {
     (void)unused;
-    nodelay(fd);
+    net_set_nodelay(fd);
     peer_conn(fd);
 }
 
@@ -199,7 +194,7 @@ int bench_raw_open(const bench_raw_t *r, uint64_t req, uint64_t rep, int timeout
             close(fd);
         return fail(err, errlen, "raw TCP peer: connect: %s", strerror(e));
     }
-    nodelay(fd);
+    net_set_nodelay(fd);
     /* A bound on every call, so a wedged peer cannot hang the bench. */
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -271,8 +266,8 @@ static void relay_conn(int cfd, int peer_port)
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (sfd < 0 || connect(sfd, (struct sockaddr *)&a, sizeof(a)) < 0)
         _exit(1);
-    nodelay(sfd);
-    nodelay(cfd);
+    net_set_nodelay(sfd);
+    net_set_nodelay(cfd);
     hop_t up = {cfd, sfd}, down = {sfd, cfd};
     pthread_t t;
     if (pthread_create(&t, NULL, hop_run, &up) != 0)

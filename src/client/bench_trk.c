@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/net.h"
 #include "client/bench_lib.h"
 #include "tracker/proto.h"
 
@@ -334,8 +335,7 @@ static int conn_open(bench_trk_t *t, tconn_t *c, role_t role, uint32_t idx)
     c->fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         return conn_fail(t, c, strerror(errno));
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    net_set_nodelay(c->fd);
     if (connect(c->fd, (struct sockaddr *)&t->addr, t->addrlen) < 0 && errno != EINPROGRESS)
         return conn_fail(t, c, strerror(errno));
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
@@ -654,8 +654,7 @@ static void echo_event(echo_t *e, struct epoll_event *ev)
     if (!ev->data.ptr) {
         int fd;
         while ((fd = accept4(e->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            net_set_nodelay(fd);
             econn_t *c = calloc(1, sizeof(*c));
             struct epoll_event nev = {.events = EPOLLIN, .data.ptr = c};
             if (!c || epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &nev) < 0) {
